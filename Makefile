@@ -1,0 +1,26 @@
+# The two commands of the README:
+#   make lab    set everything up, then open JupyterLab on notebooks/
+#   make test   set everything up, then run the whole test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup lab test lint clean-notebooks stop
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-model.txt pyproject.toml scripts/setup.sh $(wildcard samples/js/package*.json)
+	VENV=$(VENV) ./scripts/setup.sh
+	touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+stop:
+	$(PY) -m phihelpers stop

@@ -1,0 +1,1 @@
+"""The embedded local model server: llama.cpp behind the Azure AI Model Inference API."""

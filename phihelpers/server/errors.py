@@ -1,0 +1,44 @@
+"""Every error the server returns, in the API's own shape: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a short machine code and a sentence for a human."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.code, self.message, self.headers)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "status": status}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def bad_request(message: str, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, code, message)
+
+
+def too_many_requests(message: str, retry_after_seconds: float) -> ApiError:
+    """429 with the headers azure-core and openai-python honour, so their retries succeed."""
+    seconds = max(1, round(retry_after_seconds + 0.499))
+    return ApiError(
+        429,
+        "too_many_requests",
+        message,
+        {"Retry-After": str(seconds), "retry-after-ms": str(int(retry_after_seconds * 1000))},
+    )

@@ -1,0 +1,89 @@
+"""Admission control in front of the model: a bounded queue and an optional per-key rate limit.
+
+The model runs one generation at a time. Requests wait in a queue of bounded length; past it,
+the server answers 429 with Retry-After (seconds) and retry-after-ms, which azure-core and
+openai-python both honour, so their own retries get through. An optional per-key limit
+(requests per minute, concurrent requests) reproduces the old GitHub Models free tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from .errors import too_many_requests
+
+
+@dataclass
+class LimitSettings:
+    max_queue: int = 8  # requests allowed to wait while one is generating
+    requests_per_minute: int = 0  # per key; 0 = no limit
+    concurrent_per_key: int = 0  # per key; 0 = no limit
+
+
+class Gate:
+    """One model slot plus a bounded waiting line; estimates how long a newcomer would wait."""
+
+    def __init__(self, limits: LimitSettings):
+        self.limits = limits
+        self._slot = asyncio.Semaphore(1)
+        self.waiting = 0
+        self.active = 0
+        self._avg_seconds = 2.0  # running estimate of one request's duration
+        self._per_key_active: dict[str, int] = defaultdict(int)
+        self._per_key_times: dict[str, deque[float]] = defaultdict(deque)
+
+    def _estimate(self, ahead: int) -> float:
+        return max(0.5, self._avg_seconds * max(1, ahead))
+
+    def check_key(self, key: str) -> None:
+        """Per-key limits, checked before a request joins the queue."""
+        lim = self.limits
+        if lim.requests_per_minute:
+            now = time.monotonic()
+            times = self._per_key_times[key]
+            while times and now - times[0] >= 60:
+                times.popleft()
+            if len(times) >= lim.requests_per_minute:
+                wait = 60 - (now - times[0])
+                raise too_many_requests(
+                    f"Rate limit reached: {lim.requests_per_minute} requests per minute for this "
+                    f"key. Retry after {wait:.1f} seconds.",
+                    wait,
+                )
+            times.append(now)
+        if lim.concurrent_per_key and self._per_key_active[key] >= lim.concurrent_per_key:
+            raise too_many_requests(
+                f"Too many concurrent requests: at most {lim.concurrent_per_key} at a time for "
+                "this key. Wait for an answer before sending the next request.",
+                self._estimate(1),
+            )
+
+    async def enter(self, key: str) -> None:
+        self.check_key(key)
+        if self._slot.locked() and self.waiting >= self.limits.max_queue:
+            raise too_many_requests(
+                f"The server is busy: one request is generating and {self.waiting} are waiting "
+                f"(the queue holds {self.limits.max_queue}). Retry shortly.",
+                self._estimate(self.waiting + 1),
+            )
+        self._per_key_active[key] += 1
+        self.waiting += 1
+        try:
+            await self._slot.acquire()
+        except BaseException:
+            self._per_key_active[key] -= 1
+            raise
+        finally:
+            self.waiting -= 1
+        self.active += 1
+
+    def leave(self, key: str, seconds: float) -> None:
+        self.active -= 1
+        self._per_key_active[key] -= 1
+        if self._per_key_active[key] <= 0:
+            self._per_key_active.pop(key, None)
+        self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * seconds
+        self._slot.release()

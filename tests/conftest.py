@@ -1,0 +1,51 @@
+"""Shared test set-up: one real local model server for the whole session.
+
+The environment is set before any test or notebook kernel starts, so nbval's kernels
+(which inherit it) and the tests all find the same server through the same state file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_STATE_DIR = Path(tempfile.mkdtemp(prefix="phihelpers-test-state-"))
+
+
+def _hermetic_env() -> None:
+    """Tests and notebooks use the embedded local model, whatever the developer's shell says."""
+    for name in list(os.environ):
+        if name.startswith("PHI_") or name in ("AZURE_AI_ENDPOINT", "AZURE_AI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+            os.environ.pop(name)
+    os.environ["PHI_BACKEND"] = "local"  # wins over a developer's .env
+    os.environ["PHI_STATE_DIR"] = str(_STATE_DIR)
+    os.environ["PHI_LOCAL_PORT"] = "0"  # any free port: never collide with a learner's server
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run)
+        _hermetic_env()
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        from phihelpers.local import stop_local_server
+
+        stop_local_server()
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """Settings connected to the session's local server (started on first use)."""
+    from phihelpers import connect
+
+    return connect()
+
+
+@pytest.fixture(scope="session")
+def endpoint(settings) -> str:
+    return settings.endpoint
