@@ -63,6 +63,9 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.rate_limit_window <= 0:
+        print("error: --rate-limit-window must be a positive number of seconds.", file=sys.stderr)
+        return 2
     sock = _bind(host, port)  # before loading the model: a busy port fails fast
     port = sock.getsockname()[1]
     logging.basicConfig(
@@ -83,6 +86,7 @@ def serve(args: argparse.Namespace) -> int:
             max_queue=args.max_queue,
             requests_per_minute=args.rate_limit_rpm,
             concurrent_per_key=args.rate_limit_concurrency,
+            window_seconds=args.rate_limit_window,
         ),
         log_prompts=args.log_prompts,
         cors_origins=[o for o in (args.cors_origin or []) if o],
@@ -204,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--state-dir", help="where server.json is written (default PHI_STATE_DIR)")
     s.add_argument("--max-queue", type=int, default=8, help="requests that may wait (then 429)")
     s.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per key")
+    s.add_argument(
+        "--rate-limit-window",
+        type=float,
+        default=60.0,
+        help="seconds the --rate-limit-rpm count covers (default 60; shorter for lessons)",
+    )
     s.add_argument(
         "--rate-limit-concurrency", type=int, default=0, help="concurrent requests per key"
     )

@@ -19,8 +19,9 @@ from .errors import too_many_requests
 @dataclass
 class LimitSettings:
     max_queue: int = 8  # requests allowed to wait while one is generating
-    requests_per_minute: int = 0  # per key; 0 = no limit
+    requests_per_minute: int = 0  # per key and window; 0 = no limit
     concurrent_per_key: int = 0  # per key; 0 = no limit
+    window_seconds: float = 60.0  # the window requests_per_minute counts in (short for lessons)
 
 
 class Gate:
@@ -44,12 +45,14 @@ class Gate:
         if lim.requests_per_minute:
             now = time.monotonic()
             times = self._per_key_times[key]
-            while times and now - times[0] >= 60:
+            window = lim.window_seconds
+            while times and now - times[0] >= window:
                 times.popleft()
             if len(times) >= lim.requests_per_minute:
-                wait = 60 - (now - times[0])
+                wait = window - (now - times[0])
+                per = "minute" if window == 60 else f"{window:g} seconds"
                 raise too_many_requests(
-                    f"Rate limit reached: {lim.requests_per_minute} requests per minute for this "
+                    f"Rate limit reached: {lim.requests_per_minute} requests per {per} for this "
                     f"key. Retry after {wait:.1f} seconds.",
                     wait,
                 )
