@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+# --wheel-only: stop once the llama-cpp-python wheel is in the cache (the devcontainer's
+# Dockerfile uses it to prebuild the wheel into the image).
+WHEEL_ONLY=false
+if [ "${1:-}" = "--wheel-only" ]; then WHEEL_ONLY=true; fi
 
 "$PYTHON" - <<'PY'
 import sys
@@ -36,6 +40,10 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
     CMAKE_ARGS="$CMAKE_ARGS" "${PIP[@]}" wheel --no-cache-dir --no-deps \
         -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
+if $WHEEL_ONLY; then
+    echo "==> llama-cpp-python wheel ready in $WHEELS"
+    exit 0
+fi
 
 echo "==> installing requirements"
 "${PIP[@]}" install --find-links "$WHEELS" -r requirements.txt
@@ -50,6 +58,16 @@ if [ -f samples/js/package.json ]; then
     else
         echo "==> Node.js/npm not found: the JavaScript lesson will be skipped until you install Node.js 20+"
     fi
+fi
+
+# The Dev Container CLI, git-ignored in .tools/: the tests use it to read .devcontainer/ the
+# way Codespaces and VS Code do.
+DEVCONTAINER_CLI_VERSION=0.89.0
+if command -v npm >/dev/null 2>&1 &&
+   [ "$(.tools/node_modules/.bin/devcontainer --version 2>/dev/null)" != "$DEVCONTAINER_CLI_VERSION" ]; then
+    echo "==> installing the Dev Container CLI $DEVCONTAINER_CLI_VERSION into .tools/"
+    npm install --prefix .tools --no-audit --no-fund --loglevel=error \
+        "@devcontainers/cli@$DEVCONTAINER_CLI_VERSION"
 fi
 
 "$VENV/bin/python" -m phihelpers doctor --quiet-check
