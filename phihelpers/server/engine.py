@@ -181,8 +181,11 @@ class Engine:
         usage = Usage(prompt_tokens=len(tokens))
         generation = Generation(pieces=iter(()), usage=usage)
 
-        def count_and_check(_ids, _logits) -> bool:  # called by llama.cpp once per sampled token
-            usage.completion_tokens += 1
+        def count_and_check(ids, _logits) -> bool:
+            # llama.cpp calls this after each sampled token with the tokens evaluated so far
+            # (the prompt plus all but the newest sampled token), and once more when it is done
+            # with the same length as its last call: so count positions, not calls.
+            usage.completion_tokens = max(usage.completion_tokens, len(ids) - len(tokens) + 1)
             return cancelled()
 
         criteria = StoppingCriteriaList([count_and_check])
