@@ -44,9 +44,15 @@ def log_path(settings: Settings) -> Path:
 def read_state(settings: Settings) -> dict | None:
     try:
         state = json.loads(state_path(settings).read_text())
-        return state if {"pid", "host", "port"} <= state.keys() else None
     except (OSError, ValueError):
         return None
+    valid = (
+        isinstance(state, dict)
+        and isinstance(state.get("pid"), int)
+        and isinstance(state.get("port"), int)
+        and isinstance(state.get("host"), str)
+    )
+    return state if valid else None
 
 
 def write_state(path: Path, state: dict) -> None:
@@ -140,6 +146,23 @@ def _log_tail(settings: Settings, lines: int = 15) -> str:
         return "(no log)"
 
 
+def _server_env(settings: Settings, port: int) -> dict[str, str]:
+    """The server process reads its settings from the environment: hand it these settings
+    (a Settings built from another mapping, or changed in code, would otherwise be ignored)."""
+    return {
+        **os.environ,
+        "PHI_BACKEND": "local",
+        "PHI_LOCAL_HOST": settings.local_host,
+        "PHI_LOCAL_PORT": str(port),
+        "PHI_LOCAL_API_KEY": settings.local_api_key,
+        "PHI_LOCAL_MODEL_PATH": settings.local_model_path or "",
+        "PHI_LOCAL_N_CTX": str(settings.local_n_ctx),
+        "PHI_LOCAL_THREADS": str(settings.local_threads or ""),
+        "PHI_STATE_DIR": str(settings.state_dir),
+        "PHI_MODELS_DIR": str(settings.models_dir),
+    }
+
+
 def ensure_local_server(settings: Settings | None = None, timeout: float = START_TIMEOUT) -> dict:
     """Return the state of the running local server, starting it in the background if needed."""
     settings = settings or load_settings()
@@ -172,6 +195,7 @@ def ensure_local_server(settings: Settings | None = None, timeout: float = START
         with open(log_file, "ab") as log:
             proc = subprocess.Popen(
                 cmd,
+                env=_server_env(settings, port),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
