@@ -1,0 +1,38 @@
+import ModelClient from "@azure-rest/ai-inference";
+import { AzureKeyCredential } from "@azure/core-auth";
+
+// Changed from the quick start: the endpoint and key come from the environment
+// (the local model server by default; GitHub Models was retired).
+const token = process.env["PHI_API_KEY"] ?? "no-key-needed";
+const endpoint = process.env["PHI_ENDPOINT"] ?? "http://127.0.0.1:8765";
+// Changed: a plain http:// endpoint (the local server) must be allowed explicitly.
+const options = endpoint.startsWith("http://") ? { allowInsecureConnection: true } : {};
+// Update your modelname
+const modelName = "Phi-3-small-8k-instruct";
+
+export async function main() {
+
+  const client = new ModelClient(endpoint, new AzureKeyCredential(token), options);
+
+  const response = await client.path("/chat/completions").post({
+    body: {
+      messages: [
+        { role:"system", content: "You are a helpful assistant." },
+        { role:"user", content: "What is the capital of France?" }
+      ],
+      model: modelName,
+      temperature: 1.,
+      max_tokens: 1000,
+      top_p: 1.
+    }
+  });
+
+  if (response.status !== "200") {
+    throw response.body.error;
+  }
+  console.log(response.body.choices[0].message.content);
+}
+
+main().catch((err) => {
+  console.error("The sample encountered an error:", err);
+});
