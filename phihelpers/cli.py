@@ -141,14 +141,18 @@ def doctor(args: argparse.Namespace) -> int:
         return 1
     if args.quiet_check:  # used by setup: only check that the package and model are in place
         if settings.backend == "local":
-            from .server.engine import check_model_file, default_model_path
+            from .server.engine import ModelFileError, check_model_file, default_model_path
 
-            path = (
-                Path(settings.local_model_path)
-                if settings.local_model_path
-                else default_model_path()
-            )
-            check_model_file(path)
+            try:
+                path = (
+                    Path(settings.local_model_path)
+                    if settings.local_model_path
+                    else default_model_path()
+                )
+                check_model_file(path)
+            except ModelFileError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             print(f"local model: {path}")
         return 0
     print(f"backend:   {settings.backend}")
