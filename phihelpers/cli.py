@@ -48,8 +48,9 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .server.app import ServerOptions, create_app
-    from .server.engine import Engine, ModelFileError
+    from .server.engine import ModelFileError
     from .server.limits import LimitSettings
+    from .server.models import ModelRegistry
 
     settings = load_settings()
     host = args.host or settings.local_host
@@ -72,11 +73,8 @@ def serve(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        engine = Engine(
-            args.model or settings.local_model_path,
-            n_ctx=args.n_ctx or settings.local_n_ctx,
-            n_threads=args.threads or settings.local_threads,
-        )
+        models = ModelRegistry.from_settings(settings, args.model, args.n_ctx, args.threads)
+        engine = models.start()  # the default model; pulled ones load when a request names them
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,7 +117,7 @@ def serve(args: argparse.Namespace) -> int:
             if json.loads(state_file.read_text()).get("pid") == os.getpid():
                 state_file.unlink()
 
-    app = create_app(engine, options, on_start=on_start, on_stop=on_stop)
+    app = create_app(engine, options, on_start=on_start, on_stop=on_stop, models=models)
     config = uvicorn.Config(
         app,
         log_level="info",
@@ -206,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the local model server in the foreground")
     s.add_argument("--host", help="address to bind (default PHI_LOCAL_HOST or 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default PHI_LOCAL_PORT or 8765; 0 = any free)")
-    s.add_argument("--model", help="GGUF file to serve (default PHI_LOCAL_MODEL_PATH or SmolLM2)")
+    s.add_argument(
+        "--model", help="GGUF file or pulled catalog name (default PHI_LOCAL_MODEL_PATH or SmolLM2)"
+    )
     s.add_argument("--n-ctx", type=int, help="context window in tokens (default PHI_LOCAL_N_CTX)")
     s.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     s.add_argument("--state-dir", help="where server.json is written (default PHI_STATE_DIR)")
@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("stop", help="stop the background local server").set_defaults(func=stop)
     sub.add_parser("status", help="is the local server running?").set_defaults(func=status)
+    from .pull import add_pull_command
+
+    add_pull_command(sub)  # `pull NAME`: download a real Phi GGUF (see pull.py)
 
     args = parser.parse_args(argv)
     try:

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .engine import Engine, GenerationParams, PromptError, Usage, new_completion_id
 from .errors import ApiError, bad_request, error_response
 from .limits import Gate, LimitSettings
+from .models import ModelChoice, ModelRegistry
 from .schema import ChatRequest, describe
 
 log = logging.getLogger("phihelpers.server")
@@ -75,11 +76,13 @@ class Run:
         self.finish_reason: str | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         self.started = time.perf_counter()
+        self.choice: ModelChoice | None = None  # None: the server's default model
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
         put = self.queue.put_nowait
         try:
-            gen = self.state.engine.generate(
+            engine = self.state.models.activate(self.choice)  # loads it here if another is loaded
+            gen = engine.generate(
                 self.request.prompt_messages(), self.params, cancelled=lambda: self.cancelled
             )
             self.usage = gen.usage
@@ -214,8 +217,10 @@ def create_app(
     options: ServerOptions | None = None,
     on_start: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
+    models: ModelRegistry | None = None,
 ) -> FastAPI:
     options = options or ServerOptions()
+    registry = models or ModelRegistry.for_engine(engine)  # which GGUF answers which `model`
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -236,6 +241,7 @@ def create_app(
         version="0.1.0",
     )
     app.state.engine = engine
+    app.state.models = registry
     app.state.options = options
     app.state.gate = Gate(options.limits)
     app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi-engine")
@@ -279,7 +285,7 @@ def create_app(
         return error_response(500, "internal_error", "Unexpected server error; see the server log.")
 
     def info() -> dict:
-        return engine.info()
+        return registry.info()
 
     async def chat(request: Request):
         key = _check_key(request, options.api_key)
@@ -288,7 +294,8 @@ def create_app(
             req = ChatRequest.model_validate_json(body)
         except ValidationError as exc:
             raise bad_request(describe(exc)) from None
-        params = _params(req, engine.n_ctx)
+        choice = registry.resolve(req.model)  # 404 model_not_found if in the catalog, not pulled
+        params = _params(req, choice.n_ctx)
         if options.log_prompts:
             log.info("prompt: %s", json.dumps(req.prompt_messages())[:2000])
         phrase = options.content_filter_phrase
@@ -302,8 +309,9 @@ def create_app(
             )
 
         run = Run(app, req, params, key)
+        run.choice = choice
         await run.start()
-        cid, created, model = new_completion_id(), int(time.time()), engine.name
+        cid, created, model = new_completion_id(), int(time.time()), choice.name
 
         if not req.stream:
             text = "".join([piece async for piece in run.pieces()])
@@ -357,7 +365,10 @@ def create_app(
         _check_key(request, options.api_key)
         return {
             "object": "list",
-            "data": [{"id": engine.name, "object": "model", "created": 0, "owned_by": "local"}],
+            "data": [
+                {"id": c.name, "object": "model", "created": 0, "owned_by": "local"}
+                for c in registry.available()
+            ],
         }
 
     def info_route(request: Request) -> dict:
@@ -384,6 +395,11 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "server": "phihelpers", "pid": os.getpid(), "model": engine.name}
+        return {
+            "status": "ok",
+            "server": "phihelpers",
+            "pid": os.getpid(),
+            "model": registry.default.name,
+        }
 
     return app
