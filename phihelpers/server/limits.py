@@ -40,8 +40,15 @@ class Gate:
         return max(0.5, self._avg_seconds * max(1, ahead))
 
     def check_key(self, key: str) -> None:
-        """Per-key limits, checked before a request joins the queue."""
+        """Per-key limits, checked before a request joins the queue. A request turned away
+        here (or because the queue is full) does not count against the key's rate."""
         lim = self.limits
+        if lim.concurrent_per_key and self._per_key_active[key] >= lim.concurrent_per_key:
+            raise too_many_requests(
+                f"Too many concurrent requests: at most {lim.concurrent_per_key} at a time for "
+                "this key. Wait for an answer before sending the next request.",
+                self._estimate(1),
+            )
         if lim.requests_per_minute:
             now = time.monotonic()
             times = self._per_key_times[key]
@@ -57,21 +64,15 @@ class Gate:
                     wait,
                 )
             times.append(now)
-        if lim.concurrent_per_key and self._per_key_active[key] >= lim.concurrent_per_key:
-            raise too_many_requests(
-                f"Too many concurrent requests: at most {lim.concurrent_per_key} at a time for "
-                "this key. Wait for an answer before sending the next request.",
-                self._estimate(1),
-            )
 
     async def enter(self, key: str) -> None:
-        self.check_key(key)
         if self._slot.locked() and self.waiting >= self.limits.max_queue:
             raise too_many_requests(
                 f"The server is busy: one request is generating and {self.waiting} are waiting "
                 f"(the queue holds {self.limits.max_queue}). Retry shortly.",
                 self._estimate(self.waiting + 1),
             )
+        self.check_key(key)
         self._per_key_active[key] += 1
         self.waiting += 1
         try:
