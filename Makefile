@@ -16,6 +16,9 @@ $(STAMP): requirements.txt requirements-model.txt pyproject.toml scripts/setup.s
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
+# The test command also installs Debian's chromium for the browser test, where it can (root +
+# apt-get; see scripts/setup.sh).
+test: export PHI_INSTALL_CHROMIUM := 1
 test: setup
 	$(PY) -m pytest
 
