@@ -1,14 +1,13 @@
 import ModelClient from "@azure-rest/ai-inference";
 import { AzureKeyCredential } from "@azure/core-auth";
 
-// Changed from the quick start: the endpoint and key come from the environment
-// (the local model server by default; GitHub Models was retired).
+// Changed: key and endpoint come from the environment (the local model server by default).
 const token = process.env["PHI_API_KEY"] ?? "no-key-needed";
 const endpoint = process.env["PHI_ENDPOINT"] ?? "http://127.0.0.1:8765";
-// Changed: a plain http:// endpoint (the local server) must be allowed explicitly.
-const options = endpoint.startsWith("http://") ? { allowInsecureConnection: true } : {};
 // Update your modelname
 const modelName = "Phi-3-small-8k-instruct";
+// Changed: a plain http:// endpoint (the local server) must be allowed explicitly.
+const options = endpoint.startsWith("http://") ? { allowInsecureConnection: true } : {};
 
 export async function main() {
 
