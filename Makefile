@@ -24,6 +24,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) scripts/check_notebooks.py
 
 stop:
 	$(PY) -m phihelpers stop

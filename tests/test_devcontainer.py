@@ -225,7 +225,7 @@ def _read_configuration(workspace: Path, tmp_path: Path) -> subprocess.Completed
             pytest.skip(
                 "Node.js/npm is not installed, so `make setup` could not install the Dev Container CLI"
             )
-        pytest.fail("The Dev Container CLI is missing from .tools/: run `make setup`")
+        pytest.fail("The Dev Container CLI is missing from .tools/: run scripts/setup.sh")
     command = [str(CLI), "read-configuration", "--workspace-folder", str(workspace),
                "--docker-path", _docker_path(tmp_path)]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
