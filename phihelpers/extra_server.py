@@ -32,6 +32,7 @@ class ExtraServer:
 
     def __init__(self, proc: subprocess.Popen, state_dir: Path, state: dict):
         self.proc = proc
+        self.command: list[str] = list(proc.args)  # the key, if any, is in its env, not here
         self.state_dir = state_dir
         self.state = state
         self.endpoint = url_of(state)

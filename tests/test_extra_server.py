@@ -37,6 +37,7 @@ def test_runs_on_its_own_port_and_state_dir(strict, settings):
     assert health["pid"] == strict.proc.pid
     assert (strict.state_dir / "server.json").is_file()
     assert KEY not in repr(strict)
+    assert "--rate-limit-window" in strict.command and KEY not in " ".join(strict.command)
 
 
 def test_stop_ends_the_process_and_removes_its_directory():
