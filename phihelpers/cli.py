@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -125,7 +126,21 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=3,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            app.state.begin_shutdown()  # streams end and queued requests get 503 at once
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+
+    def stop_serving(_signum, _frame) -> None:
+        server.should_exit = True
+
+    # uvicorn handles SIGINT/SIGTERM while it serves, then re-raises the signal to the handler
+    # that was there before: with this one, a clean shutdown exits 0 (not -15 or a traceback).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop_serving)
     asyncio.run(server.serve(sockets=[sock]))
     return 0
 

@@ -75,11 +75,12 @@ class Run:
         self.usage = Usage()
         self.finish_reason: str | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.started = time.perf_counter()
+        self.failure: ApiError | None = None  # why it ended early, after the status line
         self.choice: ModelChoice | None = None  # None: the server's default model
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
         put = self.queue.put_nowait
+        began = time.perf_counter()  # not counting the wait in the queue
         try:
             engine = self.state.models.activate(self.choice)  # loads it here if another is loaded
             gen = engine.generate(
@@ -92,20 +93,31 @@ class Run:
                 if self.cancelled:
                     break
             self.finish_reason = gen.finish_reason
+            if self.cancelled:
+                log.info(
+                    "generation stopped after %d tokens: %s",
+                    gen.usage.completion_tokens,
+                    "shutting down" if self.state.closing.is_set() else "the client went away",
+                )
             loop.call_soon_threadsafe(put, ("end", None))
         except BaseException as exc:  # handed to the event loop, which answers for it
-            loop.call_soon_threadsafe(put, ("error", exc))
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                loop.call_soon_threadsafe(put, ("error", exc))
         finally:
-            seconds = time.perf_counter() - self.started
-            loop.call_soon_threadsafe(self.state.gate.leave, self.key, seconds)
+            seconds = time.perf_counter() - began
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.state.gate.leave, self.key, seconds)
+                loop.call_soon_threadsafe(self.state.runs.discard, self)
 
     async def start(self) -> None:
         """Queue for the model, start generating, and wait until the prompt is accepted."""
         await self.state.gate.enter(self.key)
         loop = asyncio.get_running_loop()
         try:
+            self.state.runs.add(self)
             loop.run_in_executor(self.state.executor, self._work, loop)
         except BaseException:
+            self.state.runs.discard(self)
             self.state.gate.leave(self.key, 0.0)
             raise
         kind, value = await self._next()
@@ -119,6 +131,9 @@ class Run:
             self.cancelled = True
             raise
 
+    async def text(self) -> list[str]:
+        return [piece async for piece in self.pieces()]
+
     async def pieces(self) -> AsyncIterator[str]:
         try:
             while True:
@@ -126,13 +141,21 @@ class Run:
                 if kind == "piece":
                     yield value
                 elif kind == "end":
+                    if self.cancelled and self.state.closing.is_set():
+                        self.failure = _shutting_down()
                     return
-                else:  # an error after the first token: the status line is already sent
+                else:  # an error after the first token
                     log.error("generation failed mid-way: %r", value)
-                    self.finish_reason = "error"
+                    self.failure = _as_api_error(value)
                     return
         finally:
             self.cancelled = True  # a client that went away stops the generation at once
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(
+        503, "server_shutting_down", "The server is shutting down; this answer was not finished."
+    )
 
 
 def _as_api_error(exc: BaseException) -> ApiError:
@@ -185,6 +208,50 @@ async def _read_body(request: Request, limit: int) -> bytes:
                 413, "payload_too_large", f"The request body is larger than {limit} bytes."
             )
     return bytes(body)
+
+
+def _check_content_type(request: Request) -> None:
+    """A body sent as something other than JSON (curl -d without -H) is refused, clearly."""
+    mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if mime and mime != "application/json" and not mime.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"The request body is sent as '{mime}', but this API takes JSON: send it with the "
+            "header 'Content-Type: application/json'.",
+        )
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client hangs up (call it only once the body has been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, run: Run, awaitable):
+    """Await `awaitable` (waiting in the queue, generating an unstreamed answer), but stop the
+    run and give up the model slot as soon as the client goes away or the server stops."""
+    work = asyncio.ensure_future(awaitable)
+    gone = asyncio.ensure_future(_until_disconnected(request))
+    closing = asyncio.ensure_future(request.app.state.closing.wait())
+    try:
+        await asyncio.wait({work, gone, closing}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        raise
+    finally:
+        gone.cancel()
+        closing.cancel()
+    if not work.done():
+        run.cancelled = True
+        work.cancel()
+        with contextlib.suppress(BaseException):
+            await work
+        if request.app.state.closing.is_set():
+            raise _shutting_down()
+        log.info("the client went away while waiting for its answer")
+        raise ApiError(499, "client_closed_request", "The client closed the connection.")
+    return work.result()
 
 
 def _params(req: ChatRequest, n_ctx: int) -> GenerationParams:
@@ -245,6 +312,16 @@ def create_app(
     app.state.options = options
     app.state.gate = Gate(options.limits)
     app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi-engine")
+    app.state.runs = set()  # generations in progress
+    app.state.closing = asyncio.Event()
+
+    def begin_shutdown() -> None:
+        """The server was told to stop: end generations now, answer the queue with 503."""
+        app.state.closing.set()
+        for run in list(app.state.runs):
+            run.cancelled = True
+
+    app.state.begin_shutdown = begin_shutdown
 
     if options.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -267,11 +344,16 @@ def create_app(
                 404, "not_found", f"No route {request.method} {request.url.path}. {ROUTES_HELP}"
             )
         if exc.status_code == 405:
+            allowed = sorted(
+                {m for r in app.routes if getattr(r, "path", None) == request.url.path
+                 for m in getattr(r, "methods", None) or ()}
+            )  # fmt: skip
             return error_response(
                 405,
                 "method_not_allowed",
-                f"{request.method} is not allowed on {request.url.path}. {ROUTES_HELP}",
-                headers=dict(exc.headers or {}),
+                f"{request.method} is not allowed on {request.url.path} (allowed: "
+                f"{', '.join(allowed)}). {ROUTES_HELP}",
+                headers={**(exc.headers or {}), "Allow": ", ".join(allowed)},
             )
         return error_response(exc.status_code, "http_error", str(exc.detail))
 
@@ -289,6 +371,7 @@ def create_app(
 
     async def chat(request: Request):
         key = _check_key(request, options.api_key)
+        _check_content_type(request)
         body = await _read_body(request, options.max_body_bytes)
         try:
             req = ChatRequest.model_validate_json(body)
@@ -310,11 +393,13 @@ def create_app(
 
         run = Run(app, req, params, key)
         run.choice = choice
-        await run.start()
+        await _unless_disconnected(request, run, run.start())
         cid, created, model = new_completion_id(), int(time.time()), choice.name
 
         if not req.stream:
-            text = "".join([piece async for piece in run.pieces()])
+            text = "".join(await _unless_disconnected(request, run, run.text()))
+            if run.failure:
+                raise run.failure
             return JSONResponse(
                 {
                     "id": cid,
@@ -350,6 +435,9 @@ def create_app(
             )
             async for piece in run.pieces():
                 yield chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+            if run.failure:  # the status line is sent: say it the way OpenAI does, no [DONE]
+                yield _sse({"error": {"code": run.failure.code, "message": run.failure.message}})
+                return
             yield chunk([{"index": 0, "delta": {}, "finish_reason": run.finish_reason}])
             # Like Azure and OpenAI (stream_options.include_usage): a last chunk with no choices.
             yield chunk([], usage=run.usage.as_dict())
@@ -389,11 +477,16 @@ def create_app(
             openapi_extra=chat_body,
             include_in_schema=path != "/models/chat/completions",
         )
-    for path in ("/info", "/models/info"):
-        app.add_api_route(path, info_route, methods=["GET"], include_in_schema=path == "/info")
-    app.add_api_route("/v1/models", models, methods=["GET"])
 
-    @app.get("/health")
+    def get_route(path: str, endpoint: Callable, include_in_schema: bool = True) -> None:
+        """GET, and HEAD (`curl -I`, load balancers' health checks) kept out of the schema."""
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=include_in_schema)
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+    for path in ("/info", "/models/info"):
+        get_route(path, info_route, include_in_schema=path == "/info")
+    get_route("/v1/models", models)
+
     def health() -> dict:
         return {
             "status": "ok",
@@ -402,4 +495,5 @@ def create_app(
             "model": registry.default.name,
         }
 
+    get_route("/health", health)
     return app
