@@ -83,9 +83,13 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
-def _etag_sha256(headers: httpx.Headers) -> str:
-    """The SHA-256 an LFS file's ETag carries (Hugging Face: X-Linked-Etag), or ''."""
-    for name in ("x-linked-etag", "etag"):
+def _etag_sha256(headers: httpx.Headers, plain_etag: bool = True) -> str:
+    """The SHA-256 an LFS file's ETag carries (Hugging Face: X-Linked-Etag), or ''.
+
+    A plain ETag counts only when it comes from the source itself, not from a CDN it
+    redirected to (a CDN's ETag can be another 64-hex hash).
+    """
+    for name in ("x-linked-etag", "etag") if plain_etag else ("x-linked-etag",):
         value = headers.get(name, "").strip()
         value = value.removeprefix("W/").strip('"').lower()
         if _HEX64.match(value):
@@ -250,7 +254,7 @@ def _metadata(
         )
     if r.status_code >= 400:
         raise PullError(f"the source answered HTTP {r.status_code} for {url}; try again later.")
-    hub_sha = _etag_sha256(r.headers)
+    hub_sha = _etag_sha256(r.headers, plain_etag=r.url.host == httpx.URL(url).host)
     size = _size_header(r.headers) or entry.gguf_size_bytes
     if entry.sha256 and hub_sha and entry.sha256 != hub_sha:
         raise PullError(

@@ -173,13 +173,15 @@ def test_cli_pull_reports_offline(tmp_path):
 def _start_server(state_dir: Path, models_dir: Path, **extra_env) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHI_")}
     env.update(PHI_MODELS_DIR=str(models_dir), PHI_STATE_DIR=str(state_dir), **extra_env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "phihelpers", "serve", "--port", "0", "--state-dir", str(state_dir)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "serve.log", "w") as log:  # a file, so a chatty server never blocks
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "phihelpers", "serve", "--port", "0"]
+            + ["--state-dir", str(state_dir)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -214,7 +216,7 @@ def test_pulled_model_is_served_when_a_request_names_it(tmp_path, entry):
         pull(entry, models, hub.endpoint, progress=False)
     proc, endpoint = _start_server(tmp_path / "state", models)
     try:
-        assert endpoint, proc.stdout.read()
+        assert endpoint, (tmp_path / "state" / "serve.log").read_text()
         client = ChatCompletionsClient(endpoint=endpoint, credential=AzureKeyCredential("x"))
         ask = [UserMessage(content="Say hello.")]
 
@@ -249,12 +251,13 @@ def test_phi_model_setting_picks_the_pulled_model_or_explains(tmp_path, entry):
         pull(entry, models, hub.endpoint, progress=False)
     proc, endpoint = _start_server(tmp_path / "s1", models, PHI_MODEL="Tiny-Pulled-Model")
     try:
-        assert endpoint, proc.stdout.read()
+        assert endpoint, (tmp_path / "s1" / "serve.log").read_text()
         assert httpx.get(endpoint + "/info").json()["model_name"] == "Tiny-Pulled-Model"
     finally:
         _stop(proc)
 
     proc, endpoint = _start_server(tmp_path / "s2", models, PHI_MODEL="phi-4-mini")
-    out = proc.communicate(timeout=60)[0]
+    proc.wait(timeout=60)
+    out = (tmp_path / "s2" / "serve.log").read_text()
     assert endpoint == "" and proc.returncode == 2
     assert "python -m phihelpers pull phi-4-mini" in out and "Traceback" not in out
