@@ -24,6 +24,8 @@ def _hermetic_env() -> None:
     os.environ["PHI_BACKEND"] = "local"  # wins over a developer's .env
     os.environ["PHI_STATE_DIR"] = str(_STATE_DIR)
     os.environ["PHI_LOCAL_PORT"] = "0"  # any free port: never collide with a learner's server
+    # Models a developer pulled (a real Phi, gigabytes) are not the suite's business.
+    os.environ["PHI_MODELS_DIR"] = str(_STATE_DIR / "models")
 
 
 def pytest_configure(config):
