@@ -7,6 +7,8 @@ Every server gets its own state directory (and so its own server.json and server
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import secrets
@@ -21,12 +23,17 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# API keys the tests use, made fresh for each run so no committed file can hold them;
-# tests/test_secrets.py checks that none of them reaches a log, a notebook or git.
-TEST_KEYS = {
-    "server": "phi-test-" + secrets.token_urlsafe(24),
-    "wrong": "phi-wrong-" + secrets.token_urlsafe(24),
-}
+
+def _session_key(name: str) -> str:
+    """A key made fresh for each test session (so no committed file can hold it), the same in
+    every xdist worker: derived from the session's random state dir, set by tests/conftest.py."""
+    seed = os.environ.get("PHI_STATE_DIR") or secrets.token_hex(16)
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return f"phi-{name}-" + base64.urlsafe_b64encode(digest[:24]).decode()
+
+
+# API keys the tests use; tests/test_secrets.py checks that none reaches a log, a notebook or git.
+TEST_KEYS = {"server": _session_key("server"), "wrong": _session_key("wrong")}
 
 # Every log file a test server wrote this session, for tests/test_secrets.py.
 LOG_FILES: list[Path] = []

@@ -323,6 +323,23 @@ def create_app(
 
     app.state.begin_shutdown = begin_shutdown
 
+    class QuietForcedShutdown:
+        """When uvicorn's graceful-shutdown timeout runs out it cancels what still runs (a
+        prompt that took longer to read than the timeout): one log line, not a traceback."""
+
+        def __init__(self, asgi):
+            self.asgi = asgi
+
+        async def __call__(self, scope, receive, send):
+            try:
+                await self.asgi(scope, receive, send)
+            except asyncio.CancelledError:
+                if not app.state.closing.is_set():
+                    raise
+                log.info("%s %s cut short by the shutdown", scope.get("method"), scope["path"])
+
+    app.add_middleware(QuietForcedShutdown)
+
     if options.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -493,6 +510,8 @@ def create_app(
             "server": "phihelpers",
             "pid": os.getpid(),
             "model": registry.default.name,
+            "generating": app.state.gate.active,  # 0 or 1: the model is busy
+            "queued": app.state.gate.waiting,
         }
 
     get_route("/health", health)

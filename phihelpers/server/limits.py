@@ -33,11 +33,24 @@ class Gate:
         self.waiting = 0
         self.active = 0
         self._avg_seconds = 2.0  # running estimate of one request's duration
+        self._promised_until = 0.0  # when the last client turned away was told to come back
         self._per_key_active: dict[str, int] = defaultdict(int)
         self._per_key_times: dict[str, deque[float]] = defaultdict(deque)
 
     def _estimate(self, ahead: int) -> float:
         return max(0.5, self._avg_seconds * max(1, ahead))
+
+    def _come_back_in(self) -> float:
+        """Seconds a client turned away from a full queue should wait before retrying.
+
+        A place in the queue frees up about once per request's duration. Clients turned away
+        together are told to come back one request-duration apart, in the order they came, so
+        their retries arrive at the pace places free up instead of all at once.
+        """
+        now = time.monotonic()
+        step = max(0.25, self._avg_seconds)
+        self._promised_until = max(now, self._promised_until) + step
+        return self._promised_until - now
 
     def check_key(self, key: str) -> None:
         """Per-key limits, checked before a request joins the queue. A request turned away
@@ -70,7 +83,7 @@ class Gate:
             raise too_many_requests(
                 f"The server is busy: one request is generating and {self.waiting} are waiting "
                 f"(the queue holds {self.limits.max_queue}). Retry shortly.",
-                self._estimate(self.waiting + 1),
+                self._come_back_in(),
             )
         self.check_key(key)
         self._per_key_active[key] += 1
