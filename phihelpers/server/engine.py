@@ -107,6 +107,13 @@ class Engine:
     def __init__(
         self, path: Path | str | None = None, n_ctx: int = 4096, n_threads: int | None = None
     ):
+        # llama.cpp's threads meet at an OpenMP barrier many times per token. By default they
+        # spin while they wait; on a busy machine (a notebook, a browser, tests) a spinning
+        # thread burns the core its partner needs: on the shared 2-core test machine decoding
+        # fell to ~2 tokens/s, against ~100 with passive waiting (docs/performance.md).
+        # OpenMP reads this once, when llama.cpp's library is first loaded, just below; set
+        # OMP_WAIT_POLICY=ACTIVE yourself to compare.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 

@@ -1,0 +1,813 @@
+"""Benchmark the local model server against in-process llama.cpp and llama-cpp-python's server.
+
+In one run, on the same GGUF and the same machine, side by side:
+
+  in-process   llama_cpp.Llama(...).create_chat_completion(stream=True): the limit
+  ours/azure   this project's server through azure-ai-inference streaming
+  ours/openai  this project's server through the openai SDK streaming
+  peer/openai  `python -m llama_cpp.server` (needs llama-cpp-python[server] extras:
+               pip install -r benchmarks/requirements.txt), same n_threads and n_ctx
+
+Measured: time to first token (p50/p95), decode tokens/s, total latency on a short and a long
+prompt; concurrency 1, 2, 4, 8 (throughput, p95 latency, 429s and cut-off streams); cold
+start (process spawn to first token); optionally the wall time of `pytest notebooks/`.
+Systems take turns within each repetition, so the machine's load falls on all of them alike:
+compare the ratios, not the absolute numbers, on a shared machine.
+
+    .venv/bin/python benchmarks/bench_server.py             # full run (~5-10 min on 2 cores)
+    .venv/bin/python benchmarks/bench_server.py --quick     # smoke run (what the tests run)
+    .venv/bin/python benchmarks/bench_server.py --notebooks # also time the notebook suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import importlib.util
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import streaming
+from streaming import Timing, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+INPROC = "in-process"
+SYSTEMS = ("in-process", "ours/azure", "ours/openai", "peer/openai")
+
+# An instruction this small model answers at length: at temperature 0 it fills max_tokens
+# rather than stopping early, so every system generates the same number of tokens.
+TASK = (
+    "Write a long, detailed story about a lighthouse keeper who finds a map. "
+    "Use at least 20 paragraphs."
+)
+BACKGROUND = (
+    "The history of lighthouses spans thousands of years, from the Pharos of Alexandria to "
+    "modern automated beacons that guide ships along dangerous coasts. "
+)
+WARM_UP = [{"role": "user", "content": "Say hello."}]
+
+
+def prompts(quick: bool) -> dict[str, list[dict]]:
+    repeats = 8 if quick else 40  # ~1000 prompt tokens in the full run
+    return {
+        "short": [{"role": "user", "content": TASK}],
+        "long": [{"role": "user", "content": BACKGROUND * repeats + "\n\n" + TASK}],
+    }
+
+
+# -- machine ------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": mem_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def load() -> dict:
+    one, five, fifteen = os.getloadavg()
+    return {"load1": round(one, 2), "load5": round(five, 2), "load15": round(fifteen, 2)}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("llama-cpp-python", "azure-ai-inference", "openai", "fastapi", "uvicorn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out["phihelpers_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    return out
+
+
+def peer_missing() -> str | None:
+    """Why llama-cpp-python's server cannot run here, or None if it can."""
+    for module in ("pydantic_settings", "sse_starlette", "starlette_context", "yaml"):
+        if importlib.util.find_spec(module) is None:
+            return (
+                f"llama-cpp-python[server] extras are not installed ({module} is missing); "
+                "pip install -r benchmarks/requirements.txt"
+            )
+    return None
+
+
+# -- servers ------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env() -> dict:
+    """The servers are started hermetically: no PHI_* from the shell (e.g. an API key)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PHI_")}
+
+
+class Server:
+    """A server process this benchmark started, with the time from spawn to first token."""
+
+    def __init__(self, name: str, cmd: list[str], workdir: Path, port: int | None, ready_path: str):
+        self.name = name
+        self.ready_path = ready_path
+        self.workdir = workdir
+        self.log = open(workdir / f"{name.replace('/', '_')}.log", "wb")  # noqa: SIM115
+        self.spawned = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+            cwd=ROOT,
+        )
+        self.port = port
+        self.ready_s: float | None = None
+        self.first_token_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _port_known(self) -> bool:
+        if self.port is None:  # ours picks a free port and writes it to its state file
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self.port = json.loads((self.workdir / "state" / "server.json").read_text())["port"]
+        return self.port is not None
+
+    def wait_first_token(self, base_url: str, messages: list[dict], timeout: float = 120) -> None:
+        """Poll until the server answers, then stream one request: spawn -> first token."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited (code {self.proc.returncode}); see {self.log.name}"
+                )
+            if self._port_known():
+                try:
+                    if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.02)
+        else:
+            raise RuntimeError(f"{self.name} did not answer within {timeout} s")
+        self.ready_s = time.perf_counter() - self.spawned
+        client = streaming.openai_client(base_url.format(url=self.url))
+        asked = time.perf_counter()
+        timing = streaming.openai_stream(client, messages, 1)
+        if timing.ttft is None:
+            raise RuntimeError(f"{self.name} gave no first token: {timing}")
+        self.first_token_s = asked + timing.ttft - self.spawned
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def start_ours(workdir: Path, model: Path, n_ctx: int, threads: int, max_queue: int) -> Server:
+    cmd = [
+        sys.executable,
+        "-m",
+        "phihelpers",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--model",
+        str(model),
+        "--n-ctx",
+        str(n_ctx),
+        "--threads",
+        str(threads),
+        "--state-dir",
+        str(workdir / "state"),
+        "--max-queue",
+        str(max_queue),
+    ]
+    return Server("ours", cmd, workdir, None, "/health")
+
+
+def start_peer(workdir: Path, model: Path, n_ctx: int, threads: int, interrupt: bool) -> Server:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        "--interrupt_requests",
+        str(interrupt),
+    ]
+    return Server("peer" if interrupt else "peer-queued", cmd, workdir, port, "/v1/models")
+
+
+# -- measurements -------------------------------------------------------------------------------
+def summarize(timings: list[Timing]) -> dict:
+    ok = [t for t in timings if t.error is None]
+    ttfts = [t.ttft for t in ok if t.ttft is not None]
+    tps = [t.decode_tps for t in ok if t.decode_tps is not None]
+    totals = [t.total for t in ok]
+    return {
+        "n": len(timings),
+        "errors": len(timings) - len(ok),
+        "tokens": statistics.mean([t.tokens for t in ok]) if ok else None,
+        "ttft_p50": percentile(ttfts, 50),
+        "ttft_p95": percentile(ttfts, 95),
+        "decode_tps": statistics.median(tps) if tps else None,
+        "total_p50": percentile(totals, 50),
+        "total_p95": percentile(totals, 95),
+    }
+
+
+def run_single(runners: dict, messages: dict, reps: int, max_tokens: int) -> dict:
+    """Each repetition runs every system once per prompt, the systems in a rotating order.
+
+    Each system runs its prompts back to back, so no request ever follows the same prompt on
+    the same model: llama.cpp would reuse the cached prefix and skip the prompt's prefill.
+    """
+    raw: dict[str, dict[str, list[Timing]]] = {s: {p: [] for p in messages} for s in runners}
+    names = list(runners)
+    for name in names:  # warm-up: first call costs (connections, caches) are not the subject
+        runners[name](WARM_UP, 4)
+    for rep in range(reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            for prompt, msgs in messages.items():
+                t = runners[name](msgs, max_tokens)
+                raw[name][prompt].append(t)
+                print(
+                    f"  rep {rep + 1}/{reps} {prompt:5} {name:12} ttft={t.ttft or 0:.3f}s "
+                    f"total={t.total or 0:.2f}s tokens={t.tokens} {t.error or ''}",
+                    flush=True,
+                )
+    return {
+        name: {p: {**summarize(ts), "samples": [t.as_dict() for t in ts]} for p, ts in per.items()}
+        for name, per in raw.items()
+    }
+
+
+def run_concurrent(streams: list, messages: list[dict], max_tokens: int) -> dict:
+    """One request per stream function at once, each from its own thread and client."""
+    n = len(streams)
+    barrier = threading.Barrier(n)
+    results: list[Timing | None] = [None] * n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results[i] = streams[i](messages, max_tokens)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    started = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - started
+    return concurrency_summary([t for t in results if t is not None], wall)
+
+
+def run_sequential(stream_one, n: int, messages: list[dict], max_tokens: int) -> dict:
+    """The in-process limit for n requests: one model, served back to back with no overhead.
+
+    Each request's latency is counted from the moment all n arrived (as a queue would see it).
+    """
+    timings, elapsed = [], 0.0
+    for _ in range(n):
+        t = stream_one(messages, max_tokens)
+        t.ttft = None if t.ttft is None else t.ttft + elapsed
+        elapsed += t.total
+        t.total = elapsed
+        timings.append(t)
+    return concurrency_summary(timings, elapsed)
+
+
+def concurrency_summary(timings: list[Timing], wall: float) -> dict:
+    totals = [t.total for t in timings]
+    return {
+        "requests": len(timings),
+        "wall": wall,
+        "completion_tokens": sum(t.tokens for t in timings),
+        "throughput_tps": sum(t.tokens for t in timings) / wall if wall > 0 else None,
+        "latency_p50": percentile(totals, 50),
+        "latency_p95": percentile(totals, 95),
+        "ttft_p95": percentile([t.ttft for t in timings], 95),
+        "errors_429": sum(t.error == "429" for t in timings),
+        "cut_off": sum(t.error == "cut_off" for t in timings),
+        "errors_other": sum(t.error not in (None, "429", "cut_off") for t in timings),
+        "finish_reasons": sorted({str(t.finish_reason) for t in timings}),
+    }
+
+
+def time_notebooks() -> dict:
+    print("timing the notebook suite: pytest notebooks/ ...", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "notebooks/", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    return {
+        "wall_s": time.perf_counter() - started,
+        "exit_code": proc.returncode,
+        "summary": lines[-1] if lines else "",
+    }
+
+
+# -- report -------------------------------------------------------------------------------------
+def ratio(value, base):
+    return value / base if value is not None and base else None
+
+
+def table_rows(results: dict) -> list[dict]:
+    rows = []
+    single = results["single"]
+    base = single.get(INPROC, {})
+    for prompt in ("short", "long"):
+        b = base.get(prompt, {})
+        for system, per in single.items():
+            s = per.get(prompt)
+            if not s:
+                continue
+            overhead = (
+                (s["ttft_p50"] - b["ttft_p50"]) * 1000
+                if s["ttft_p50"] is not None and b.get("ttft_p50") is not None
+                else None
+            )
+            rows.append(
+                {
+                    "section": f"single/{prompt}",
+                    "system": system,
+                    "tokens": s["tokens"],
+                    "ttft_p50_ms": _ms(s["ttft_p50"]),
+                    "ttft_p95_ms": _ms(s["ttft_p95"]),
+                    "ttft_overhead_ms": overhead,
+                    "decode_tps": s["decode_tps"],
+                    "decode_ratio": ratio(s["decode_tps"], b.get("decode_tps")),
+                    "total_p50_s": s["total_p50"],
+                    "total_ratio": ratio(s["total_p50"], b.get("total_p50")),
+                    "errors": s["errors"],
+                }
+            )
+    conc = results["concurrency"]
+    for level in results["meta"]["concurrency_levels"]:
+        key = str(level)
+        b = conc.get(INPROC, {}).get(key, {})
+        for system, per in conc.items():
+            c = per.get(key)
+            if not c:
+                continue
+            rows.append(
+                {
+                    "section": f"concurrency/{level}",
+                    "system": system,
+                    "tokens": c["completion_tokens"],
+                    "throughput_tps": c["throughput_tps"],
+                    "throughput_ratio": ratio(c["throughput_tps"], b.get("throughput_tps")),
+                    "latency_p95_s": c["latency_p95"],
+                    "latency_ratio": ratio(c["latency_p95"], b.get("latency_p95")),
+                    "errors_429": c["errors_429"],
+                    "cut_off": c["cut_off"],
+                    "errors": c["errors_429"] + c["cut_off"] + c["errors_other"],
+                }
+            )
+    for system, c in results["cold_start"].items():
+        if "first_token_s" in c:
+            rows.append(
+                {
+                    "section": "cold_start",
+                    "system": system,
+                    "ready_s": c["ready_s"],
+                    "first_token_s": c["first_token_s"],
+                }
+            )
+    nb = results.get("notebooks")
+    if nb and "wall_s" in nb:
+        rows.append(
+            {
+                "section": "notebooks",
+                "system": "pytest notebooks/",
+                "wall_s": nb["wall_s"],
+                "exit_code": nb["exit_code"],
+            }
+        )
+    return rows
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1000
+
+
+def _fmt(v, digits=2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def render_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table per section kind (printed, and pasted into the docs)."""
+    layouts = {
+        "single": [
+            ("prompt", lambda r: r["section"].split("/")[1]),
+            ("system", "system"),
+            ("tokens", "tokens"),
+            ("TTFT p50 ms", "ttft_p50_ms"),
+            ("TTFT p95 ms", "ttft_p95_ms"),
+            ("TTFT +ms vs in-proc", "ttft_overhead_ms"),
+            ("decode tok/s", "decode_tps"),
+            ("decode ratio", "decode_ratio"),
+            ("total p50 s", "total_p50_s"),
+            ("total ratio", "total_ratio"),
+            ("errors", "errors"),
+        ],
+        "concurrency": [
+            ("concurrency", lambda r: r["section"].split("/")[1]),
+            ("system", "system"),
+            ("tokens", "tokens"),
+            ("throughput tok/s", "throughput_tps"),
+            ("throughput ratio", "throughput_ratio"),
+            ("p95 latency s", "latency_p95_s"),
+            ("p95 ratio", "latency_ratio"),
+            ("429s", "errors_429"),
+            ("cut off", "cut_off"),
+            ("errors", "errors"),
+        ],
+        "cold_start": [
+            ("system", "system"),
+            ("spawn -> ready s", "ready_s"),
+            ("spawn -> first token s", "first_token_s"),
+        ],
+        "notebooks": [("suite", "system"), ("wall s", "wall_s"), ("exit code", "exit_code")],
+    }
+    out = []
+    for kind, cols in layouts.items():
+        rows_k = [r for r in rows if r["section"].split("/")[0] == kind]
+        if not rows_k:
+            continue
+        out.append(f"\n### {kind}\n")
+        out.append("| " + " | ".join(c for c, _ in cols) + " |")
+        out.append("|" + "|".join("---" for _ in cols) + "|")
+        for r in rows_k:
+            cells = [f(r) if callable(f) else r.get(f) for _, f in cols]
+            out.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(out)
+
+
+def targets(results: dict) -> dict:
+    """The issue's targets, checked on this run's figures."""
+    out = {}
+    single = results["single"]
+    for prompt in ("short", "long"):
+        base = single.get(INPROC, {}).get(prompt, {})
+        for system in ("ours/azure", "ours/openai"):
+            s = single.get(system, {}).get(prompt)
+            if not s or not base:
+                continue
+            r = ratio(s["decode_tps"], base["decode_tps"])
+            out[f"decode>=95%:{system}:{prompt}"] = {"value": r, "met": r is not None and r >= 0.95}
+            if s["ttft_p50"] is not None and base["ttft_p50"] is not None:
+                over = (s["ttft_p50"] - base["ttft_p50"]) * 1000
+                out[f"ttft_overhead<=20ms:{system}:{prompt}"] = {"value": over, "met": over <= 20}
+    conc = results["concurrency"]
+    for peer in ("peer/openai", "peer-queued/openai"):
+        for level, c in conc.get(peer, {}).items():
+            o = conc.get("ours/openai", {}).get(level)
+            if not o:
+                continue
+            ahead = (o["throughput_tps"] or 0) >= (c["throughput_tps"] or 0) * 0.98 or (
+                o["latency_p95"] is not None
+                and c["latency_p95"] is not None
+                and o["latency_p95"] <= c["latency_p95"]
+            )
+            out[f"vs-{peer.split('/')[0]}:c{level}"] = {
+                "value": {
+                    "ours_tps": o["throughput_tps"],
+                    "peer_tps": c["throughput_tps"],
+                    "ours_p95": o["latency_p95"],
+                    "peer_p95": c["latency_p95"],
+                    "ours_errors": o["errors_429"] + o["cut_off"] + o["errors_other"],
+                    "peer_errors": c["errors_429"] + c["cut_off"] + c["errors_other"],
+                },
+                "met": bool(ahead)
+                and o["errors_429"] + o["cut_off"] + o["errors_other"]
+                <= c["errors_429"] + c["cut_off"] + c["errors_other"],
+            }
+    return out
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Long format: one line per (section, system, metric)."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["section", "system", "metric", "value"])
+        for r in rows:
+            for k, v in r.items():
+                if k not in ("section", "system"):
+                    w.writerow([r["section"], r["system"], k, "" if v is None else v])
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conc = results["concurrency"]
+    levels = results["meta"]["concurrency_levels"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {
+        INPROC: ("k", "--"),
+        "ours/openai": ("tab:blue", "-"),
+        "peer/openai": ("tab:red", "-"),
+        "peer-queued/openai": ("tab:orange", ":"),
+    }
+    for system, per in conc.items():
+        xs = [lv for lv in levels if str(lv) in per]
+        color, ls = styles.get(system, ("gray", "-"))
+        label = {
+            INPROC: "in-process (one model, back to back)",
+            "ours/openai": "this project's server",
+            "peer/openai": "llama_cpp.server (defaults)",
+            "peer-queued/openai": "llama_cpp.server (--interrupt_requests False)",
+        }.get(system, system)
+        ax1.plot(
+            xs,
+            [per[str(x)]["throughput_tps"] for x in xs],
+            marker="o",
+            color=color,
+            ls=ls,
+            label=label,
+        )
+        ax2.plot(
+            xs,
+            [per[str(x)]["latency_p95"] for x in xs],
+            marker="o",
+            color=color,
+            ls=ls,
+            label=label,
+        )
+    ax1.set(
+        title="Throughput (completion tokens/s, all streams)",
+        xlabel="concurrent requests",
+        ylabel="tokens/s",
+        xticks=levels,
+    )
+    ax2.set(
+        title="p95 latency (s, request to last token)",
+        xlabel="concurrent requests",
+        ylabel="seconds",
+        xticks=levels,
+    )
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
+    ax1.legend(fontsize=8)
+    m = results["meta"]
+    fig.suptitle(
+        f"{m['model']} on {m['machine']['nproc']} cores, max_tokens={m['max_tokens']}, "
+        f"load {m['load_before']['load1']} -> {m['load_after']['load1']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 repetition, concurrency 1 and 2, 8 tokens (a smoke run)",
+    )
+    ap.add_argument("--notebooks", action="store_true", help="also time `pytest notebooks/`")
+    ap.add_argument("--reps", type=int, help="repetitions per prompt (default 5; quick: 1)")
+    ap.add_argument("--max-tokens", type=int, help="tokens per answer (default 128; quick: 8)")
+    ap.add_argument("--concurrency", type=int, nargs="+", help="levels (default 1 2 4 8)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="llama.cpp threads for every system (default: all cores, like ours)",
+    )
+    ap.add_argument("--n-ctx", type=int, default=4096, help="context window for every system")
+    ap.add_argument("--no-peer", action="store_true", help="skip llama-cpp-python's server")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="results folder (default benchmarks/results; quick: a temporary folder)",
+    )
+    ap.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY for every system (default PASSIVE, what this project's server "
+        "sets; ACTIVE makes llama.cpp's threads spin while they wait)",
+    )
+    args = ap.parse_args(argv)
+    # Before llama.cpp (and its OpenMP) is loaded here; the servers inherit it.
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+
+    reps = args.reps or (1 if args.quick else 5)
+    max_tokens = args.max_tokens or (8 if args.quick else 128)
+    levels = args.concurrency or ([1, 2] if args.quick else [1, 2, 4, 8])
+    out = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from llama_cpp import Llama
+
+    from phihelpers.server.engine import default_model_path
+
+    model = default_model_path()
+    skipped = {}
+    peer_reason = "--no-peer" if args.no_peer else peer_missing()
+    if peer_reason:
+        skipped["peer"] = peer_reason
+        print(f"peer (llama_cpp.server) skipped: {peer_reason}")
+
+    started = time.time()
+    results: dict = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+            "quick": args.quick,
+            "reps": reps,
+            "max_tokens": max_tokens,
+            "concurrency_levels": levels,
+            "threads": args.threads,
+            "n_ctx": args.n_ctx,
+            "model": model.name,
+            "machine": machine(),
+            "versions": versions(),
+            "load_before": load(),
+            "omp_wait_policy": args.omp_wait_policy,
+            "temperature": 0.0,
+            "command": "python benchmarks/bench_server.py " + " ".join(argv or sys.argv[1:]),
+        },
+        "skipped": skipped,
+        "cold_start": {},
+    }
+    msgs = prompts(args.quick)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-servers-"))
+    servers: list[Server] = []
+    try:
+        # Cold start: spawn -> first token, the page cache already warm for both.
+        print("cold start: this project's server ...", flush=True)
+        ours = start_ours(workdir, model, args.n_ctx, args.threads, max_queue=max(16, *levels))
+        servers.append(ours)
+        ours.wait_first_token("{url}/v1", msgs["short"])
+        results["cold_start"]["ours"] = {
+            "ready_s": ours.ready_s,
+            "first_token_s": ours.first_token_s,
+        }
+        peers: list[Server] = []
+        if not peer_reason:
+            for interrupt in (True, False) if not args.quick else (True,):
+                print(
+                    f"cold start: llama_cpp.server (interrupt_requests={interrupt}) ...", flush=True
+                )
+                p = start_peer(workdir, model, args.n_ctx, args.threads, interrupt)
+                servers.append(p)
+                p.wait_first_token("{url}/v1", msgs["short"])
+                results["cold_start"][p.name] = {
+                    "ready_s": p.ready_s,
+                    "first_token_s": p.first_token_s,
+                }
+                peers.append(p)
+
+        llm = Llama(
+            model_path=str(model),
+            n_ctx=args.n_ctx,
+            n_threads=args.threads,
+            n_threads_batch=args.threads,
+            verbose=False,
+        )
+        results["meta"]["prompt_tokens"] = {
+            k: len(llm.tokenize(v[0]["content"].encode())) for k, v in msgs.items()
+        }
+        az = streaming.azure_client(ours.url)
+        oa = streaming.openai_client(ours.url + "/v1")
+        runners = {
+            INPROC: lambda m, n: streaming.in_process(llm, m, n),
+            "ours/azure": lambda m, n: streaming.azure_stream(az, m, n),
+            "ours/openai": lambda m, n: streaming.openai_stream(oa, m, n),
+        }
+        if peers:
+            pc = streaming.openai_client(peers[0].url + "/v1")
+            runners["peer/openai"] = lambda m, n: streaming.openai_stream(pc, m, n)
+        print(f"single requests: {reps} repetitions x {list(msgs)} x {list(runners)}", flush=True)
+        results["single"] = run_single(runners, msgs, reps, max_tokens)
+
+        print(f"concurrency {levels} ...", flush=True)
+        conc: dict = {INPROC: {}, "ours/openai": {}}
+        targets_c = {"ours/openai": ours.url}
+        for p in peers:
+            conc[f"{p.name}/openai"] = {}
+            targets_c[f"{p.name}/openai"] = p.url
+        for level in levels:
+            conc[INPROC][str(level)] = run_sequential(
+                runners[INPROC], level, msgs["short"], max_tokens
+            )
+            names = list(targets_c)
+            for name in names[level % len(names) :] + names[: level % len(names)]:
+                clients = [streaming.openai_client(targets_c[name] + "/v1") for _ in range(level)]
+                conc[name][str(level)] = run_concurrent(
+                    [partial(streaming.openai_stream, c) for c in clients],
+                    msgs["short"],
+                    max_tokens,
+                )
+                for c in clients:
+                    c.close()
+            for name in conc:
+                c = conc[name][str(level)]
+                print(
+                    f"  c={level} {name:20} {c['throughput_tps']:.1f} tok/s  p95 "
+                    f"{c['latency_p95']:.2f}s  429={c['errors_429']} cut={c['cut_off']} "
+                    f"other={c['errors_other']}",
+                    flush=True,
+                )
+        results["concurrency"] = conc
+    finally:
+        for s in servers:
+            s.stop()
+
+    if args.notebooks:
+        results["notebooks"] = time_notebooks()
+    else:
+        results["notebooks"] = {"skipped": "run with --notebooks to time `pytest notebooks/`"}
+    results["meta"]["load_after"] = load()
+    results["meta"]["duration_s"] = time.time() - started
+    results["table"] = table_rows(results)
+    results["targets"] = targets(results)
+
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_csv(results["table"], out / "results.csv")
+    plot(results, out / "concurrency.png")
+    table = render_table(results["table"])
+    (out / "table.md").write_text(table.lstrip() + "\n")
+    print(table)
+    print("\ntargets:")
+    for name, t in results["targets"].items():
+        print(f"  {'MET ' if t['met'] else 'MISS'} {name}: {t['value']}")
+    for what, why in skipped.items():
+        print(f"skipped: {what}: {why}")
+    print(
+        f"\nload {results['meta']['load_before']} -> {results['meta']['load_after']}; "
+        f"results in {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
