@@ -82,6 +82,25 @@ def test_a_client_that_disconnects_mid_stream_frees_the_model(server):
     assert freed < GENEROUS
 
 
+def test_a_client_that_disconnects_while_its_long_prompt_is_read_frees_the_model(server):
+    """Reading a 3000-token prompt is one long llama.cpp call; it is aborted, not finished."""
+    body = {"messages": [{"role": "user", "content": "hello world " * 1500}], "stream": True}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        with client.stream("POST", "/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())  # the role chunk: the prompt is being read now
+    freed = seconds_until_free(server.url)
+    wait_for_log(server, "generation stopped after 0 tokens: the client went away")
+    r = httpx.post(
+        server.url + "/chat/completions",
+        json={"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 5},
+        timeout=60,
+    )  # the model is fine after an aborted read
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+    print(f"\ndisconnect while reading a long prompt -> model free: {freed:.3f} s")
+    assert freed < GENEROUS
+
+
 def test_a_client_that_gives_up_unstreamed_or_queued_frees_its_place(server):
     """An unstreamed request whose client times out, and one waiting in the queue whose client
     times out, are both dropped: the next request does not wait for their 2000 tokens."""

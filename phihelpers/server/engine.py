@@ -114,6 +114,7 @@ class Engine:
         # OpenMP reads this once, when llama.cpp's library is first loaded, just below; set
         # OMP_WAIT_POLICY=ACTIVE yourself to compare.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -154,6 +155,22 @@ class Engine:
         self.n_ctx_train = int(
             meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0
         )
+        # Reading a long prompt is one llama_decode call that can take seconds. llama.cpp asks
+        # this callback between the steps of a decode whether to abort; it is set only while a
+        # prompt is read (it runs hundreds of times per token), after that the per-token
+        # stopping criteria check for cancellation.
+        self._reading_cancelled: Callable[[], bool] | None = None
+        self._abort_callback = llama_cpp.ggml_abort_callback(
+            lambda _data: bool(self._reading_cancelled and self._reading_cancelled())
+        )
+        self._no_abort_callback = llama_cpp.ggml_abort_callback()
+
+    def _abort_reading_when(self, cancelled: Callable[[], bool] | None) -> None:
+        import llama_cpp
+
+        self._reading_cancelled = cancelled
+        callback = self._abort_callback if cancelled else self._no_abort_callback
+        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, callback, None)
 
     # -- prompt ---------------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict]) -> tuple[list[int], object]:
@@ -192,6 +209,8 @@ class Engine:
             # llama.cpp calls this after each sampled token with the tokens evaluated so far
             # (the prompt plus all but the newest sampled token), and once more when it is done
             # with the same length as its last call: so count positions, not calls.
+            if usage.completion_tokens == 0:
+                self._abort_reading_when(None)  # the prompt is read
             usage.completion_tokens = max(usage.completion_tokens, len(ids) - len(tokens) + 1)
             return cancelled()
 
@@ -215,12 +234,19 @@ class Engine:
         )
 
         def pieces() -> Iterator[str]:
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                if choice.get("text"):
-                    yield choice["text"]
-                if choice.get("finish_reason"):
-                    generation.finish_reason = choice["finish_reason"]
+            self._abort_reading_when(cancelled)
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    if choice.get("text"):
+                        yield choice["text"]
+                    if choice.get("finish_reason"):
+                        generation.finish_reason = choice["finish_reason"]
+            except RuntimeError:  # "llama_decode returned 2": aborted while reading the prompt
+                if not cancelled():
+                    raise
+            finally:
+                self._abort_reading_when(None)
             if generation.finish_reason is None:
                 generation.finish_reason = "stop"
 
