@@ -145,15 +145,17 @@ def _post(server, key: str, **extra) -> httpx.Response:
 
 
 def test_per_key_concurrency_limit(limited_server):
-    """A second request while the first of the same key is still streaming: 429."""
-    body = {"messages": [{"role": "user", "content": "Count to 500."}], "max_tokens": 300}
+    """A second request while the first of the same key is still streaming: 429. (The first
+    has a 3000-token prompt, so it is still being read when the second arrives.)"""
+    body = {"messages": [{"role": "user", "content": "hello world " * 1500}], "max_tokens": 300}
     with httpx.Client(base_url=limited_server.url, timeout=120) as client:
         headers = {"api-key": "learner-b"}
         with client.stream(
             "POST", "/chat/completions", json={**body, "stream": True}, headers=headers
         ) as first:
             assert first.status_code == 200
-            next(first.iter_lines())  # the first is generating now
+            lines = first.iter_lines()  # kept: a dropped iterator closes the connection
+            next(lines)  # the role chunk: the first is reading its prompt now
             second = _post(limited_server, "learner-b")
             check_throttle(second.status_code, second.headers)
             error = second.json()["error"]
