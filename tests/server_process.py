@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from secret_scan import find_secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +62,8 @@ class ServerProcess:
         return self.log_file.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait; SIGKILL if it will not go. Returns the exit code."""
+        """SIGTERM, wait; SIGKILL if it will not go. Returns the exit code. Then its log is
+        checked: no token-shaped string and no test key may be in it."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -69,6 +71,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        leaks = find_secrets(self.log(), TEST_KEYS)
+        assert not leaks, f"secrets in {self.log_file}: {leaks}"
         return self.proc.returncode
 
 

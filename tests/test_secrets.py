@@ -4,46 +4,27 @@ Scans every committed notebook (sources and any outputs), every file `git ls-fil
 the logs of the servers this test session ran, for token-shaped strings (GitHub PATs, OpenAI
 keys, 32-hex Azure keys next to a key-ish name) and for the actual API keys the tests used.
 So that the log scan has something to find if keys did leak, it first runs a keyed server with
-every logging option on and sends it right, wrong and missing keys.
+every logging option on and sends it right, wrong and missing keys. (Every test server's stop()
+in tests/server_process.py checks its own log the same way, so logs of test files that run
+after this one are checked too.)
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+import secret_scan
 from server_process import LOG_FILES, ROOT, TEST_KEYS, start_server
 
-PATTERNS = {
-    "GitHub token": re.compile(
-        r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b|\bgithub_pat_[A-Za-z0-9_]{22,}"
-    ),
-    "OpenAI key": re.compile(r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-    "Azure key": re.compile(
-        r"(?i)(?:key|token|secret|password|credential)[\"'\s]*[:=][\"'\s]*[0-9a-f]{32}\b"
-    ),
-}
-# Key-shaped strings committed on purpose, each obviously fake, and why.
-KNOWN_FAKES = {
-    "sk-test-0123456789-very-secret": "tests/test_config.py: the value its masking tests hide",
-}
 MAX_BYTES = 5_000_000
 
 
 def find_secrets(text: str) -> list[str]:
-    """What looks like a secret in text, shown by kind and first characters only."""
-    found = [
-        f"{name}: {m.group(0)[:12]}..."
-        for name, pattern in PATTERNS.items()
-        for m in pattern.finditer(text)
-        if m.group(0) not in KNOWN_FAKES
-    ]
-    found += [f"a test API key ({name})" for name, key in TEST_KEYS.items() if key in text]
-    return found
+    return secret_scan.find_secrets(text, TEST_KEYS)
 
 
 def read_text(path: Path) -> str | None:
@@ -68,6 +49,8 @@ def test_the_scanner_finds_what_it_looks_for():
     assert not find_secrets(
         "disk-space task-runner sk-test-0123456789-very-secret sha256:" + "ab" * 32
     )
+    report = find_secrets(f"line one\nkey={TEST_KEYS['server']} {oa}")
+    assert report == ["OpenAI key on line 2", "the test API key 'server' on line 2"]
 
 
 @pytest.fixture(scope="module")

@@ -225,3 +225,11 @@ def test_keys_never_reach_the_log(key_server):
     log = key_server.log()
     assert "GET /info" in log  # the access log is on, and shows the request...
     assert KEY not in log and WRONG not in log  # ...but never its key
+
+
+def test_server_options_never_show_the_key():
+    from phihelpers.server.app import ServerOptions
+
+    assert KEY not in repr(ServerOptions(api_key=KEY)) and KEY not in str(
+        ServerOptions(api_key=KEY)
+    )
