@@ -273,7 +273,9 @@ def test_dotenv_is_found_from_a_subdirectory(clean_env, monkeypatch):
 
 
 def test_environment_wins_over_dotenv(clean_env, monkeypatch):
-    (clean_env / ".env").write_text("PHI_BACKEND=github\nPHI_LOCAL_PORT=9123\nPHI_MODEL=from-file\n")
+    (clean_env / ".env").write_text(
+        "PHI_BACKEND=github\nPHI_LOCAL_PORT=9123\nPHI_MODEL=from-file\n"
+    )
     monkeypatch.setenv("PHI_BACKEND", "local")
     monkeypatch.setenv("PHI_MODEL", "from-env")
     s = load_settings()

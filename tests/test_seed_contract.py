@@ -58,7 +58,7 @@ def run_seed(code: str, endpoint: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # the client itself gives up after 300 s without a byte
     )
 
 
