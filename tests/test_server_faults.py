@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -84,7 +85,7 @@ def test_a_client_that_disconnects_mid_stream_frees_the_model(server):
 
 def test_a_client_that_disconnects_while_its_long_prompt_is_read_frees_the_model(server):
     """Reading a 3000-token prompt is one long llama.cpp call; it is aborted, not finished."""
-    body = {"messages": [{"role": "user", "content": "hello world " * 1500}], "stream": True}
+    body = {"messages": long_prompt(), "stream": True}
     with httpx.Client(base_url=server.url, timeout=60) as client:
         with client.stream("POST", "/chat/completions", json=body) as r:
             assert r.status_code == 200
@@ -102,30 +103,42 @@ def test_a_client_that_disconnects_while_its_long_prompt_is_read_frees_the_model
     assert freed < GENEROUS
 
 
+def long_prompt() -> list[dict]:
+    """About 3000 tokens, different each time (so no cached prefix shortens reading it):
+    reading it takes llama.cpp seconds on this kind of machine."""
+    return [{"role": "user", "content": f"{uuid.uuid4()} " + "hello world " * 1500}]
+
+
 def test_a_client_that_gives_up_unstreamed_or_queued_frees_its_place(server):
     """An unstreamed request whose client times out, and one waiting in the queue whose client
-    times out, are both dropped: the next request does not wait for their 2000 tokens."""
-    long_body = {"messages": LONG, "max_tokens": 2000}
+    times out, are both dropped: the model is free again at once."""
 
-    def impatient(timeout: float) -> None:
+    def impatient() -> None:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(server.url + "/chat/completions", json=long_body, timeout=timeout)
+            httpx.post(
+                server.url + "/chat/completions",
+                json={"messages": long_prompt(), "max_tokens": 2000},
+                timeout=0.5,
+            )
 
-    # 1) unstreamed: the client gives up while its answer is being generated
-    impatient(timeout=1.5)
+    def went_away() -> int:
+        return server.log().count("went away while waiting")
+
+    # 1) unstreamed: the client gives up while its prompt is read or its answer generated
+    impatient()
     unstreamed = seconds_until_free(server.url)
     timed_one_token(server.url)
 
     # 2) queued: a stream holds the model, a second client waits behind it and gives up
-    body = {"messages": LONG, "max_tokens": 2000, "stream": True}
+    body = {"messages": long_prompt(), "max_tokens": 2000, "stream": True}
     with httpx.Client(base_url=server.url, timeout=60) as client:
         with client.stream("POST", "/chat/completions", json=body) as r:
             lines = r.iter_lines()  # kept: a dropped iterator closes the connection
             next(lines)  # the role chunk: this stream holds the model
-            before = server.log().count("went away while waiting")
-            impatient(timeout=0.5)
+            before = went_away()
+            impatient()
             deadline = time.monotonic() + 10
-            while server.log().count("went away while waiting") == before:
+            while went_away() == before:
                 assert time.monotonic() < deadline, "the queued client was not noticed"
                 time.sleep(0.05)
             health = httpx.get(server.url + "/health").json()
@@ -154,7 +167,10 @@ def test_sigterm_mid_stream_shuts_down_cleanly(server):
 
             t = threading.Thread(target=waiter)
             t.start()
-            time.sleep(0.5)  # the second request is in the queue now
+            deadline = time.monotonic() + 10
+            while httpx.get(server.url + "/health").json()["queued"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)  # until the second request is in the queue
             signalled = time.perf_counter()
             server.proc.send_signal(signal.SIGTERM)
             events.extend(line for line in lines if line)  # to the end the server gives it
