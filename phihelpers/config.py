@@ -186,7 +186,10 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> 
                 "https://<resource>.services.ai.azure.com/models and the key is shown beside it."
             )
         if GITHUB_MODELS_OLD_ENDPOINT in endpoint or "models.github.ai" in endpoint:
-            raise BackendRetiredError(GITHUB_RETIRED_MESSAGE)
+            raise BackendRetiredError(
+                f"AZURE_AI_ENDPOINT={endpoint} is a GitHub Models endpoint: "
+                + GITHUB_RETIRED_MESSAGE.split(": ", 1)[1]
+            )
         return Settings(
             backend="azure",
             endpoint=endpoint,

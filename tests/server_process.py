@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _session_key(name: str) -> str:
     """A key made fresh for each test session (so no committed file can hold it), the same in
-    every xdist worker: derived from the session's random state dir, set by tests/conftest.py."""
+    every xdist worker: derived from the session's random state dir, set by conftest.py."""
     seed = os.environ.get("PHI_STATE_DIR") or secrets.token_hex(16)
     digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
     return f"phi-{name}-" + base64.urlsafe_b64encode(digest[:24]).decode()

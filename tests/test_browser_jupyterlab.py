@@ -9,7 +9,7 @@ and a reply streamed into the widget after typing a message and pressing Send.
 
 The notebooks are copied into a temporary root first, so the committed ones are never
 touched (no outputs, no checkpoints). The kernels inherit the session's hermetic environment
-(tests/conftest.py), so they talk to the session's one local model server.
+(conftest.py), so they talk to the session's one local model server.
 Screenshots of each step land in test-artifacts/browser/ (git-ignored), with JupyterLab's log
 and the browser console, so a failure can be seen.
 """

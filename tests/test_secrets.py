@@ -80,7 +80,7 @@ def noisy_server_log(tmp_path_factory) -> Path:
 def server_logs(noisy_server_log: Path, tmp_path_factory) -> list[Path]:
     logs = {noisy_server_log, *LOG_FILES}
     state_dir = os.environ.get("PHI_STATE_DIR")
-    if state_dir:  # the session's shared server (tests/conftest.py)
+    if state_dir:  # the session's shared server (conftest.py)
         logs.update(Path(state_dir).glob("*.log"))
     logs.update(tmp_path_factory.getbasetemp().glob("**/server.log"))
     return sorted(p for p in logs if p.exists())

@@ -1,5 +1,8 @@
 """Shared test set-up: one real local model server for the whole session.
 
+At the repository root, so it applies to `pytest notebooks/01_basic_chat.ipynb` as much as
+to `pytest tests/`.
+
 The environment is set before any test or notebook kernel starts, so nbval's kernels
 (which inherit it) and the tests all find the same server through the same state file.
 """
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 _STATE_DIR = Path(tempfile.mkdtemp(prefix="phihelpers-test-state-"))
 
 
