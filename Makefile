@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup lab test lint clean-notebooks stop
+.PHONY: setup lab test lint stop
 
 setup: $(STAMP)
 
