@@ -265,6 +265,7 @@ def summarize(timings: list[Timing]) -> dict:
         "ttft_p95": percentile(ttfts, 95),
         "ttft_min": min(ttfts) if ttfts else None,
         "decode_tps": statistics.median(tps) if tps else None,
+        "decode_tps_best": max(tps) if tps else None,  # the least disturbed repetition
         "total_p50": percentile(totals, 50),
         "total_p95": percentile(totals, 95),
     }
@@ -354,13 +355,22 @@ def concurrency_summary(timings: list[Timing], wall: float) -> dict:
 
 def time_notebooks() -> dict:
     print("timing the notebook suite: pytest notebooks/ ...", flush=True)
+    # Like tests/conftest.py (which `pytest notebooks/` does not load): the kernels share one
+    # fresh server of their own, never a developer's or another run's.
+    state = tempfile.mkdtemp(prefix="bench-notebooks-")
+    env = {**clean_env(), "PHI_BACKEND": "local", "PHI_STATE_DIR": state, "PHI_LOCAL_PORT": "0"}
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "notebooks/", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
     )
+    with contextlib.suppress(Exception):  # the server the kernels started
+        subprocess.run(
+            [sys.executable, "-m", "phihelpers", "stop"], cwd=ROOT, env=env, capture_output=True
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     return {
         "wall_s": time.perf_counter() - started,
@@ -405,6 +415,8 @@ def table_rows(results: dict) -> list[dict]:
                     ),
                     "decode_tps": s["decode_tps"],
                     "decode_ratio": ratio(s["decode_tps"], b.get("decode_tps")),
+                    "decode_best_tps": s.get("decode_tps_best"),
+                    "decode_best_ratio": ratio(s.get("decode_tps_best"), b.get("decode_tps_best")),
                     "total_p50_s": s["total_p50"],
                     "total_ratio": ratio(s["total_p50"], b.get("total_p50")),
                     "errors": s["errors"],
@@ -481,6 +493,8 @@ def render_table(rows: list[dict]) -> str:
             ("min +ms", "ttft_min_overhead_ms"),
             ("decode tok/s", "decode_tps"),
             ("decode ratio", "decode_ratio"),
+            ("best decode tok/s", "decode_best_tps"),
+            ("best ratio", "decode_best_ratio"),
             ("total p50 s", "total_p50_s"),
             ("total ratio", "total_ratio"),
             ("errors", "errors"),
@@ -529,7 +543,11 @@ def targets(results: dict) -> dict:
             if not s or not base:
                 continue
             r = ratio(s["decode_tps"], base["decode_tps"])
-            out[f"decode>=95%:{system}:{prompt}"] = {"value": r, "met": r is not None and r >= 0.95}
+            best = ratio(s.get("decode_tps_best"), base.get("decode_tps_best"))
+            out[f"decode>=95%:{system}:{prompt}"] = {
+                "value": {"median_ratio": r, "best_ratio": best},
+                "met": r is not None and r >= 0.95,
+            }
             if s["ttft_p50"] is not None and base["ttft_p50"] is not None:
                 over = (s["ttft_p50"] - base["ttft_p50"]) * 1000
                 best = (s["ttft_min"] - base["ttft_min"]) * 1000
@@ -617,21 +635,34 @@ def plot(results: dict, path: Path) -> None:
             ls=ls,
             label=label,
         )
+        for x in xs:  # a stream cut off is not in the figures: say how many were
+            c = per[str(x)]
+            lost = c["requests"] - c["answered"]
+            if lost:
+                for ax, y in ((ax1, c["throughput_tps"]), (ax2, c["latency_p95"])):
+                    ax.annotate(
+                        f"{lost}/{c['requests']} cut off",
+                        (x, y or 0),
+                        textcoords="offset points",
+                        xytext=(4, -12),
+                        fontsize=7,
+                        color=color,
+                    )
     ax1.set(
-        title="Throughput (completion tokens/s, all streams)",
+        title="Throughput (tokens/s of whole answers)",
         xlabel="concurrent requests",
         ylabel="tokens/s",
         xticks=levels,
     )
     ax2.set(
-        title="p95 latency (s, request to last token)",
+        title="p95 latency of whole answers (s)",
         xlabel="concurrent requests",
         ylabel="seconds",
         xticks=levels,
     )
     ax1.set_ylim(bottom=0)
     ax2.set_ylim(bottom=0)
-    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="upper left")
     m = results["meta"]
     fig.suptitle(
         f"{m['model']} on {m['machine']['nproc']} cores, max_tokens={m['max_tokens']}, "
@@ -674,7 +705,20 @@ def main(argv: list[str] | None = None) -> int:
         help="OMP_WAIT_POLICY for every system (default PASSIVE, what this project's server "
         "sets; ACTIVE makes llama.cpp's threads spin while they wait)",
     )
+    ap.add_argument("--report", type=Path, help="only redo table, CSV and plot from a results.json")
     args = ap.parse_args(argv)
+    if args.report:
+        results = json.loads(args.report.read_text())
+        for per in results["single"].values():  # figures added since that run was made
+            for summary in per.values():
+                tps = [
+                    x["decode_tps"]
+                    for x in summary["samples"]
+                    if x["decode_tps"] and not x["error"]
+                ]
+                summary.setdefault("decode_tps_best", max(tps) if tps else None)
+        report(results, args.report.parent, results.get("skipped", {}))
+        return 0
     # Before llama.cpp (and its OpenMP) is loaded here; the servers inherit it.
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
 
@@ -810,6 +854,11 @@ def main(argv: list[str] | None = None) -> int:
         results["notebooks"] = {"skipped": "run with --notebooks to time `pytest notebooks/`"}
     results["meta"]["load_after"] = load()
     results["meta"]["duration_s"] = time.time() - started
+    report(results, out, skipped)
+    return 0
+
+
+def report(results: dict, out: Path, skipped: dict) -> None:
     results["table"] = table_rows(results)
     results["targets"] = targets(results)
 
@@ -828,7 +877,6 @@ def main(argv: list[str] | None = None) -> int:
         f"\nload {results['meta']['load_before']} -> {results['meta']['load_after']}; "
         f"results in {out}"
     )
-    return 0
 
 
 if __name__ == "__main__":
