@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=os.cpu_count() or 1,
-        help="llama.cpp threads for every system (default: all cores, like ours)",
+        help="llama.cpp threads for every system (default: all cores; the same for all, so ratios compare servers)",
     )
     ap.add_argument("--n-ctx", type=int, default=4096, help="context window for every system")
     ap.add_argument("--no-peer", action="store_true", help="skip llama-cpp-python's server")

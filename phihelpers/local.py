@@ -107,7 +107,9 @@ def running_server(settings: Settings | None = None) -> dict | None:
     state = read_state(settings)
     if state is None:
         return None
-    if _pid_alive(state["pid"]) and probe(state):
+    # A busy server still answers /health from its event loop, but a loaded machine can be
+    # slow: give a live process time before calling its state stale (and starting a second).
+    if _pid_alive(state["pid"]) and probe(state, timeout=10.0):
         return state
     with contextlib.suppress(FileNotFoundError):
         state_path(settings).unlink()

@@ -20,7 +20,7 @@ how to pull it.
 One model is loaded at a time (switching unloads the previous one first, so two models never
 need RAM at once); loading happens on the engine thread, inside the model slot, so it never
 overlaps a generation. Context: min(PHI_LOCAL_N_CTX, the model's trained context); threads:
-PHI_LOCAL_THREADS or all cores.
+PHI_LOCAL_THREADS or all cores but one.
 """
 
 from __future__ import annotations
