@@ -68,6 +68,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.rate_limit_window <= 0:
         print("error: --rate-limit-window must be a positive number of seconds.", file=sys.stderr)
         return 2
+    if args.default_max_tokens < 1:
+        print("error: --default-max-tokens must be at least 1.", file=sys.stderr)
+        return 2
     sock = _bind(host, port)  # before loading the model: a busy port fails fast
     port = sock.getsockname()[1]
     logging.basicConfig(
@@ -90,6 +93,7 @@ def serve(args: argparse.Namespace) -> int:
         log_prompts=args.log_prompts,
         cors_origins=[o for o in (args.cors_origin or []) if o],
         content_filter_phrase=args.content_filter_phrase or "",
+        default_max_tokens=args.default_max_tokens,
     )
     state_file = Path(args.state_dir or settings.state_dir) / "server.json"
     state = {
@@ -241,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable)")
     s.add_argument(
         "--content-filter-phrase", help="refuse prompts with this phrase like Azure's filter"
+    )
+    s.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=1024,
+        help="answer length cap for requests that set no max_tokens (default 1024)",
     )
     s.set_defaults(func=serve)
 

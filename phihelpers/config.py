@@ -11,6 +11,7 @@ Every backend is one environment switch away (`PHI_BACKEND`); no lesson changes 
              PHI_MODELS_DIR (pulled GGUFs; default ~/.cache/phihelpers/models)
              PHI_HF_ENDPOINT (or HF_ENDPOINT; where `pull` downloads from: https://huggingface.co)
     azure:   AZURE_AI_ENDPOINT, AZURE_AI_API_KEY  (Azure AI Foundry / Azure AI model inference)
+             AZURE_OPENAI_BASE_URL (optional; default: the endpoint's /openai/v1, for the OpenAI SDK)
     openai:  OPENAI_BASE_URL, OPENAI_API_KEY (optional)  (vLLM, Ollama, Foundry Local, llama.cpp)
     github:  GITHUB_TOKEN (GitHub Models was retired on 2026-07-30; its API answers 410)
 

@@ -54,6 +54,9 @@ class ServerOptions:
     cors_origins: list[str] = field(default_factory=list)
     # Lesson 07: a user message containing this phrase is refused the way Azure's filter does.
     content_filter_phrase: str = ""
+    # A request that sets no max_tokens gets at most this many (hosted services cap too): a
+    # small model that never says "stop" would otherwise fill the whole context window.
+    default_max_tokens: int = 1024
 
 
 def _sse(data: dict | str) -> bytes:
@@ -287,9 +290,11 @@ async def _unless_disconnected(request: Request, run: Run, awaitable):
     return work.result()
 
 
-def _params(req: ChatRequest, n_ctx: int) -> GenerationParams:
+def _params(req: ChatRequest, n_ctx: int, default_max_tokens: int) -> GenerationParams:
     max_tokens = req.max_completion_tokens or req.max_tokens
-    if max_tokens is not None and max_tokens > n_ctx:
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    elif max_tokens > n_ctx:
         raise bad_request(
             f"max_tokens={max_tokens} is more than this model's whole context window "
             f"({n_ctx} tokens). Ask for fewer tokens."
@@ -428,7 +433,7 @@ def create_app(
         except ValidationError as exc:
             raise bad_request(describe(exc)) from None
         choice = registry.resolve(req.model)  # 404 model_not_found if in the catalog, not pulled
-        params = _params(req, choice.n_ctx)
+        params = _params(req, choice.n_ctx, options.default_max_tokens)
         if options.log_prompts:
             log.info("prompt: %s", json.dumps(req.prompt_messages())[:2000])
         phrase = options.content_filter_phrase
