@@ -17,9 +17,10 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 # The test command also installs Debian's chromium for the browser test, where it can (root +
-# apt-get; see scripts/setup.sh).
+# apt-get; see scripts/setup.sh), every time: the .venv may come from an earlier `make lab`.
 test: export PHI_INSTALL_CHROMIUM := 1
 test: setup
+	./scripts/setup.sh --browser-only
 	$(PY) -m pytest
 
 lint: setup

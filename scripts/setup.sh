@@ -8,8 +8,33 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # --wheel-only: stop once the llama-cpp-python wheel is in the cache (the devcontainer's
 # Dockerfile uses it to prebuild the wheel into the image).
+# --browser-only: only the chromium step at the end (`make test` runs it every time, so a .venv
+# made earlier by `make lab` still gets the browser test's chromium).
 WHEEL_ONLY=false
+BROWSER_ONLY=false
 if [ "${1:-}" = "--wheel-only" ]; then WHEEL_ONLY=true; fi
+if [ "${1:-}" = "--browser-only" ]; then BROWSER_ONLY=true; fi
+
+install_chromium() {
+    # A real browser for the JupyterLab test (tests/test_browser_jupyterlab.py): Debian's chromium,
+    # driven by Playwright (whose own browser download is not used). Only when asked with
+    # PHI_INSTALL_CHROMIUM=1 (`make test` and CI ask), as root, with apt-get; otherwise that test
+    # is skipped and says why.
+    if [ "${PHI_INSTALL_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "==> installing Debian's chromium for the browser test (about a minute)"
+            if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; then
+                echo "==> chromium could not be installed: the browser test will be skipped"
+            fi
+        else
+            echo "==> chromium not found (installing it needs root and apt-get): the browser test will be skipped"
+        fi
+    fi
+}
+if $BROWSER_ONLY; then
+    install_chromium
+    exit 0
+fi
 
 "$PYTHON" - <<'PY'
 import sys
@@ -70,20 +95,7 @@ if command -v npm >/dev/null 2>&1 &&
         "@devcontainers/cli@$DEVCONTAINER_CLI_VERSION"
 fi
 
-# A real browser for the JupyterLab test (tests/test_browser_jupyterlab.py): Debian's chromium,
-# driven by Playwright (whose own browser download is not used). Only when asked with
-# PHI_INSTALL_CHROMIUM=1 (`make test` and CI ask), as root, with apt-get; otherwise that test
-# is skipped and says why.
-if [ "${PHI_INSTALL_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "==> installing Debian's chromium for the browser test (about a minute)"
-        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; then
-            echo "==> chromium could not be installed: the browser test will be skipped"
-        fi
-    else
-        echo "==> chromium not found (installing it needs root and apt-get): the browser test will be skipped"
-    fi
-fi
+install_chromium
 
 "$VENV/bin/python" -m phihelpers doctor --quiet-check
 echo "==> setup done"
