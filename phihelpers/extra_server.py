@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .local import STATE_FILE, LocalServerError, probe, url_of
+from .local import STATE_FILE, LocalServerError, log_tail, probe, url_of
 
 
 class ExtraServer:
@@ -68,13 +68,6 @@ class ExtraServer:
         return f"ExtraServer({self.endpoint!r}, pid={self.proc.pid}, {alive})"
 
 
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def start_extra_server(
     *serve_args: str, api_key: str | None = None, timeout: float = 120.0
 ) -> ExtraServer:
@@ -102,7 +95,7 @@ def start_extra_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = _log_tail(log_file)
+            tail = log_tail(log_file)
             shutil.rmtree(state_dir, ignore_errors=True)
             raise LocalServerError(
                 f"The extra server exited during start-up (code {proc.returncode}):\n{tail}"
@@ -114,7 +107,7 @@ def start_extra_server(
                 atexit.register(server.stop)  # a forgotten stop() still ends it with the kernel
                 return server
         time.sleep(0.1)
-    tail = _log_tail(log_file)
+    tail = log_tail(log_file)
     proc.kill()
     proc.wait()
     shutil.rmtree(state_dir, ignore_errors=True)

@@ -141,9 +141,10 @@ def _reap(proc: subprocess.Popen) -> None:
     threading.Thread(target=proc.wait, name="phi-server-reaper", daemon=True).start()
 
 
-def _log_tail(settings: Settings, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a server log, for error messages."""
     try:
-        return "\n".join(log_path(settings).read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
 
@@ -210,7 +211,7 @@ def ensure_local_server(settings: Settings | None = None, timeout: float = START
             if proc.poll() is not None:
                 raise LocalServerError(
                     f"The local model server exited during start-up (code {proc.returncode}). "
-                    f"The end of its log ({log_file}):\n{_log_tail(settings)}"
+                    f"The end of its log ({log_file}):\n{log_tail(log_file)}"
                 )
             state = read_state(settings)
             if state and state["pid"] == proc.pid and probe(state, timeout=1.0):
@@ -219,7 +220,7 @@ def ensure_local_server(settings: Settings | None = None, timeout: float = START
         proc.terminate()
         raise LocalServerError(
             f"The local model server did not answer within {timeout:.0f} s. Its log "
-            f"({log_file}):\n{_log_tail(settings)}"
+            f"({log_file}):\n{log_tail(log_file)}"
         )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import json5
 import pytest
+from readme import readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVCONTAINER = ROOT / ".devcontainer"
@@ -31,17 +32,6 @@ SECRETS = {
     "OPENAI_API_KEY",
     "PHI_BACKEND",
 }
-
-
-def readme_commands() -> set[str]:
-    """Every line of README.md's fenced code blocks: the commands a reader is told to run."""
-    commands, fenced = set(), False
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        elif fenced and line.strip():
-            commands.add(line.strip().removeprefix("$ "))
-    return commands
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

@@ -15,22 +15,12 @@ from pathlib import Path
 import json5
 import pytest
 import yaml
+from readme import readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / ".devcontainer" / "devcontainer.json"
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 CHECK_JSONSCHEMA = str(Path(sys.executable).parent / "check-jsonschema")
-
-
-def readme_commands() -> set[str]:
-    """Every line of README.md's fenced code blocks: the commands a reader is told to run."""
-    commands, fenced = set(), False
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        elif fenced and line.strip():
-            commands.add(line.strip().removeprefix("$ "))
-    return commands
 
 
 def load(path: Path) -> dict:
