@@ -16,10 +16,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from seed_page import code_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "samples" / "js"
-SEED = Path(__file__).parent / "seed" / "GitHubModel_QuickStart.nl.md"
 SAMPLES = ("basic.js", "multi_turn.js", "streaming.js")
 ERROR_MARK = "The sample encountered an error"
 
@@ -44,8 +44,7 @@ OPTIONS_LINE = (
 
 def seed_js_blocks() -> dict[str, str]:
     """The seed page's JavaScript samples by file name (its code fences have no language tag)."""
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", SEED.read_text(encoding="utf-8"), re.M | re.S)
-    js = [b for b in blocks if 'import ModelClient from "@azure-rest/ai-inference"' in b]
+    js = code_blocks('import ModelClient from "@azure-rest/ai-inference"')
     kinds = {}
     for code in js:
         if "createSseStream" in code:

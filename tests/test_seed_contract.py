@@ -10,22 +10,19 @@ The model name stays "Phi-3-small-8k-instruct": the server must accept it.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from seed_page import code_blocks
 
-SEED = Path(__file__).parent / "seed" / "GitHubModel_QuickStart.nl.md"
 OLD_ENDPOINT = '"https://models.inference.ai.azure.com"'
 SEED_MODEL = '"Phi-3-small-8k-instruct"'
 
 
 def python_blocks() -> dict[str, str]:
     """The page's Python samples, by kind. Its code fences carry no language tag."""
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", SEED.read_text(encoding="utf-8"), re.M | re.S)
-    python = [b for b in blocks if "from azure.ai.inference import ChatCompletionsClient" in b]
+    python = code_blocks("from azure.ai.inference import ChatCompletionsClient")
     kinds = {}
     for code in python:
         if "stream=True" in code:
