@@ -128,6 +128,10 @@ def serve(args: argparse.Namespace) -> int:
         log_level="info",
         access_log=args.access_log,
         timeout_graceful_shutdown=3,
+        # Keep idle connections longer than any Retry-After we send (rate windows default to
+        # 60 s): with uvicorn's 5 s default, an SDK that waited a 5 s Retry-After reused a
+        # pooled connection just as the server closed it and failed with "connection reset".
+        timeout_keep_alive=75,
         lifespan="on",
     )
 
@@ -227,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         "--model", help="GGUF file or pulled catalog name (default PHI_LOCAL_MODEL_PATH or SmolLM2)"
     )
     s.add_argument("--n-ctx", type=int, help="context window in tokens (default PHI_LOCAL_N_CTX)")
-    s.add_argument("--threads", type=int, help="CPU threads for generating (default: all cores but one)")
+    s.add_argument(
+        "--threads", type=int, help="CPU threads for generating (default: all cores but one)"
+    )
     s.add_argument("--state-dir", help="where server.json is written (default PHI_STATE_DIR)")
     s.add_argument("--max-queue", type=int, default=8, help="requests that may wait (then 429)")
     s.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per key")

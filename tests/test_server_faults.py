@@ -6,6 +6,7 @@ Times are printed, and asserted only with generous bounds: the machine is shared
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -293,3 +294,23 @@ def test_a_bad_model_file_reaches_a_notebook_user_as_one_clear_error(tmp_path, b
     assert "exited during start-up" in result.stderr
     assert "is not a GGUF model file" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_an_idle_connection_outlives_a_retry_after_wait(endpoint):
+    """An SDK that waits out a Retry-After (up to 5 s for short windows, 60 s for the default
+    one) then reuses its pooled connection: the server must not have closed it meanwhile.
+    uvicorn's default keep-alive of 5 s made such a retry fail with 'connection reset'."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        assert first.status == 200 and first.read()
+        sock = conn.sock
+        time.sleep(6)  # longer than uvicorn's default keep-alive
+        conn.request("GET", "/health")  # on the same socket: http.client does not reconnect
+        assert conn.sock is sock
+        second = conn.getresponse()  # RemoteDisconnected if the server closed it
+        assert second.status == 200 and second.read()
+    finally:
+        conn.close()
