@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -136,20 +137,21 @@ def clean_env() -> dict:
 class Server:
     """A server process this benchmark started, with the time from spawn to first token."""
 
-    def __init__(self, name: str, cmd: list[str], workdir: Path, port: int | None, ready_path: str):
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[Path], subprocess.Popen],
+        workdir: Path,
+        port: int | None,
+        ready_path: str,
+    ):
+        """`start(log_path)` spawns the process, its output going to `log_path`."""
         self.name = name
         self.ready_path = ready_path
         self.workdir = workdir
-        self.log = open(workdir / f"{name.replace('/', '_')}.log", "wb")  # noqa: SIM115
+        self.log_path = workdir / f"{name.replace('/', '_')}.log"
         self.spawned = time.perf_counter()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(),
-            cwd=ROOT,
-        )
+        self.proc = start(self.log_path)
         self.port = port
         self.ready_s: float | None = None
         self.first_token_s: float | None = None
@@ -172,7 +174,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"{self.name} exited (code {self.proc.returncode}); see {self.log.name}"
+                    f"{self.name} exited (code {self.proc.returncode}); see {self.log_path}"
                 )
             if self._port_known():
                 try:
@@ -200,31 +202,24 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
 
 
 def start_ours(workdir: Path, model: Path, n_ctx: int, threads: int, max_queue: int) -> Server:
-    cmd = [
-        sys.executable,
-        "-m",
-        "phihelpers",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--model",
-        str(model),
-        "--n-ctx",
-        str(n_ctx),
-        "--threads",
-        str(threads),
-        "--state-dir",
-        str(workdir / "state"),
-        "--max-queue",
-        str(max_queue),
-    ]
-    return Server("ours", cmd, workdir, None, "/health")
+    """This project's server, through its launcher (the one place a `serve` process starts)."""
+    from phihelpers.launcher import spawn
+
+    args = ["--host", "127.0.0.1", "--port", "0", "--model", str(model), "--n-ctx", str(n_ctx)]
+    args += ["--threads", str(threads), "--max-queue", str(max_queue)]
+    state_dir = workdir / "state"
+    server = Server(
+        "ours",
+        lambda _log: spawn(state_dir, args, env=clean_env(), cwd=ROOT),
+        workdir,
+        None,
+        "/health",
+    )
+    server.log_path = state_dir / "server.log"
+    return server
 
 
 def start_peer(workdir: Path, model: Path, n_ctx: int, threads: int, interrupt: bool) -> Server:
@@ -248,7 +243,19 @@ def start_peer(workdir: Path, model: Path, n_ctx: int, threads: int, interrupt: 
         "--interrupt_requests",
         str(interrupt),
     ]
-    return Server("peer" if interrupt else "peer-queued", cmd, workdir, port, "/v1/models")
+
+    def start(log_path: Path) -> subprocess.Popen:
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=clean_env(),
+                cwd=ROOT,
+            )
+
+    return Server("peer" if interrupt else "peer-queued", start, workdir, port, "/v1/models")
 
 
 # -- measurements -------------------------------------------------------------------------------

@@ -10,109 +10,39 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
-
-import httpx
 
 from .config import Settings, load_settings
+from .launcher import LocalServerError, launch, log_tail, pid_alive, probe
+from .server.settings import ServeSettings
+from .state import LOG_FILE, STATE_FILE, lock_file, read_state, remove_state, url_of
 
-STATE_FILE = "server.json"
-LOG_FILE = "server.log"
-START_TIMEOUT = 120.0
-
-
-class LocalServerError(RuntimeError):
-    """The local server could not be started or reached; the message says why and what to do."""
-
-
-def state_path(settings: Settings) -> Path:
-    return settings.state_dir / STATE_FILE
-
-
-def log_path(settings: Settings) -> Path:
-    return settings.state_dir / LOG_FILE
-
-
-def read_state(settings: Settings) -> dict | None:
-    try:
-        state = json.loads(state_path(settings).read_text())
-    except (OSError, ValueError):
-        return None
-    valid = (
-        isinstance(state, dict)
-        and isinstance(state.get("pid"), int)
-        and isinstance(state.get("port"), int)
-        and isinstance(state.get("host"), str)
-    )
-    return state if valid else None
-
-
-def write_state(path: Path, state: dict) -> None:
-    """Written atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
-
-
-def url_of(state: dict) -> str:
-    host = state["host"]
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{state['port']}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still "exists" for kill(0); it does not serve.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def probe(state: dict, timeout: float = 2.0) -> dict | None:
-    """GET /health; the answer must come from the same process the state file names."""
-    try:
-        r = httpx.get(url_of(state) + "/health", timeout=timeout)
-        health = r.json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    if (
-        r.status_code == 200
-        and health.get("server") == "phihelpers"
-        and health.get("pid") == state["pid"]
-    ):
-        return health
-    return None
+__all__ = [
+    "LOG_FILE",
+    "STATE_FILE",
+    "LocalServerError",
+    "ensure_local_server",
+    "log_tail",
+    "running_server",
+    "stop_local_server",
+    "url_of",
+]
 
 
 def running_server(settings: Settings | None = None) -> dict | None:
     """The state of a live server for these settings, or None (a stale state file is removed)."""
     settings = settings or load_settings()
-    state = read_state(settings)
+    state = read_state(settings.state_dir)
     if state is None:
         return None
     # A busy server still answers /health from its event loop, but a loaded machine can be
     # slow: give a live process time before calling its state stale (and starting a second).
-    if _pid_alive(state["pid"]) and probe(state, timeout=10.0):
+    if pid_alive(state["pid"]) and probe(state, timeout=10.0):
         return state
-    with contextlib.suppress(FileNotFoundError):
-        state_path(settings).unlink()
+    remove_state(settings.state_dir)
     return None
 
 
@@ -128,7 +58,7 @@ def port_free(host: str, port: int) -> bool:
 @contextlib.contextmanager
 def _start_lock(settings: Settings):
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.state_dir / "server.lock", "w") as f:
+    with open(lock_file(settings.state_dir), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -136,113 +66,63 @@ def _start_lock(settings: Settings):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _reap(proc: subprocess.Popen) -> None:
-    """Wait for the child in the background, so it never lingers as a zombie of this kernel."""
-    threading.Thread(target=proc.wait, name="phi-server-reaper", daemon=True).start()
+def _serve_settings(settings: Settings, port: int) -> ServeSettings:
+    """The background server gets exactly these settings (a Settings built from another
+    mapping, or changed in code, would otherwise be lost on the way to the child)."""
+    return ServeSettings.build(
+        host=settings.local_host,
+        port=port,
+        model=settings.local_model_path,
+        n_ctx=settings.local_n_ctx,
+        threads=settings.local_threads,
+        state_dir=settings.state_dir,
+        api_key=settings.local_api_key,
+    )
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a server log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+def _free_port_for(settings: Settings) -> int:
+    port = settings.local_port
+    if port_free(settings.local_host, port):
+        return port
+    if settings.local_port_explicit:
+        raise LocalServerError(
+            f"Port {port} on {settings.local_host} is taken by another program, so the "
+            "local model server cannot start there. Stop that program or set "
+            "PHI_LOCAL_PORT to a free port."
+        )
+    return 0  # the default port is busy: let the server pick a free one
 
 
-def _server_env(settings: Settings, port: int) -> dict[str, str]:
-    """The server process reads its settings from the environment: hand it these settings
-    (a Settings built from another mapping, or changed in code, would otherwise be ignored)."""
-    return {
-        **os.environ,
-        "PHI_BACKEND": "local",
-        "PHI_LOCAL_HOST": settings.local_host,
-        "PHI_LOCAL_PORT": str(port),
-        "PHI_LOCAL_API_KEY": settings.local_api_key,
-        "PHI_LOCAL_MODEL_PATH": settings.local_model_path or "",
-        "PHI_LOCAL_N_CTX": str(settings.local_n_ctx),
-        "PHI_LOCAL_THREADS": str(settings.local_threads or ""),
-        "PHI_STATE_DIR": str(settings.state_dir),
-        "PHI_MODELS_DIR": str(settings.models_dir),
-    }
-
-
-def ensure_local_server(settings: Settings | None = None, timeout: float = START_TIMEOUT) -> dict:
+def ensure_local_server(settings: Settings | None = None, timeout: float = 120.0) -> dict:
     """Return the state of the running local server, starting it in the background if needed."""
     settings = settings or load_settings()
     with _start_lock(settings):
         state = running_server(settings)
         if state:
             return state
-        port = settings.local_port
-        if not port_free(settings.local_host, port):
-            if settings.local_port_explicit:
-                raise LocalServerError(
-                    f"Port {port} on {settings.local_host} is taken by another program, so the "
-                    "local model server cannot start there. Stop that program or set "
-                    "PHI_LOCAL_PORT to a free port."
-                )
-            port = 0  # the default port is busy: let the server pick a free one
-        log_file = log_path(settings)
-        cmd = [
-            sys.executable,
-            "-m",
-            "phihelpers",
-            "serve",
-            "--host",
-            settings.local_host,
-            "--port",
-            str(port),
-            "--state-dir",
-            str(settings.state_dir),
-        ]
-        with open(log_file, "ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                env=_server_env(settings, port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a kernel interrupt (SIGINT) does not reach it
-                close_fds=True,
-            )
-        _reap(proc)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise LocalServerError(
-                    f"The local model server exited during start-up (code {proc.returncode}). "
-                    f"The end of its log ({log_file}):\n{log_tail(log_file)}"
-                )
-            state = read_state(settings)
-            if state and state["pid"] == proc.pid and probe(state, timeout=1.0):
-                return state
-            time.sleep(0.1)
-        proc.terminate()
-        raise LocalServerError(
-            f"The local model server did not answer within {timeout:.0f} s. Its log "
-            f"({log_file}):\n{log_tail(log_file)}"
-        )
+        serve = _serve_settings(settings, _free_port_for(settings))
+        env = {
+            **os.environ,
+            "PHI_MODEL": settings.model or "",
+            "PHI_MODELS_DIR": str(settings.models_dir),
+        }
+        return launch(serve, env=env, detach=True, timeout=timeout).state
 
 
 def stop_local_server(settings: Settings | None = None, timeout: float = 10.0) -> bool:
     """Stop the server these settings point at. Returns False if none was running."""
     settings = settings or load_settings()
-    state = read_state(settings)
-    if state is None or not _pid_alive(state["pid"]):
-        with contextlib.suppress(FileNotFoundError):
-            state_path(settings).unlink()
+    state = read_state(settings.state_dir)
+    # Not running, or the pid was reused by some other process: do not signal it.
+    if state is None or not pid_alive(state["pid"]) or not probe(state):
+        remove_state(settings.state_dir)
         return False
     pid = state["pid"]
-    if not probe(state):  # the pid was reused by some other process: do not signal it
-        with contextlib.suppress(FileNotFoundError):
-            state_path(settings).unlink()
-        return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(FileNotFoundError):
-        state_path(settings).unlink()
+    remove_state(settings.state_dir)
     return True

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import secrets
-import signal
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from secret_scan import find_secrets
+
+from phihelpers.launcher import LocalServerError, ServerHandle, spawn, wait_until_ready
+from phihelpers.state import log_file, state_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,10 +39,8 @@ LOG_FILES: list[Path] = []
 
 
 @dataclass
-class ServerProcess:
-    proc: subprocess.Popen
-    state_dir: Path
-    state: dict
+class ServerProcess(ServerHandle):
+    """A test's server: the launcher's handle, whose stop() also checks the log for secrets."""
 
     @property
     def url(self) -> str:
@@ -52,11 +48,11 @@ class ServerProcess:
 
     @property
     def state_file(self) -> Path:
-        return self.state_dir / "server.json"
+        return state_file(self.state_dir)
 
     @property
     def log_file(self) -> Path:
-        return self.state_dir / "server.log"
+        return self.log_path
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
@@ -64,47 +60,25 @@ class ServerProcess:
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, wait; SIGKILL if it will not go. Returns the exit code. Then its log is
         checked: no token-shaped string and no test key may be in it."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = super().stop(timeout)
         leaks = find_secrets(self.log(), TEST_KEYS)
         assert not leaks, f"secrets in {self.log_file}: {leaks}"
-        return self.proc.returncode
+        return code
 
 
-def run_serve(state_dir: Path, *args: str, api_key: str | None = None, **popen) -> subprocess.Popen:
-    """`python -m phihelpers serve --port 0 --state-dir <state_dir> <args>`, logging to server.log."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+def _test_env(state_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHI_LOCAL_")}
     env["PHI_STATE_DIR"] = str(state_dir)
-    if api_key:
-        env["PHI_LOCAL_API_KEY"] = api_key
-    cmd = [
-        sys.executable,
-        "-m",
-        "phihelpers",
-        "serve",
-        "--port",
-        "0",
-        "--state-dir",
-        str(state_dir),
-    ]
-    log_file = state_dir / "server.log"
-    LOG_FILES.append(log_file)
-    with open(log_file, "ab") as log:
-        return subprocess.Popen(
-            [*cmd, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-            **popen,
-        )
+    return env
+
+
+def run_serve(state_dir: Path, *args: str, api_key: str | None = None) -> subprocess.Popen:
+    """Raw access for failure cases: `serve --port 0 --state-dir <state_dir> <args>`, not waited
+    for, logging to server.log (the launcher's spawn())."""
+    LOG_FILES.append(log_file(state_dir))
+    return spawn(
+        state_dir, ["--port", "0", *args], api_key=api_key, env=_test_env(state_dir), cwd=ROOT
+    )
 
 
 def start_server(
@@ -112,21 +86,10 @@ def start_server(
 ) -> ServerProcess:
     """Start a server and wait until its server.json names it and /health answers."""
     proc = run_serve(state_dir, *args, api_key=api_key)
-    state_file = state_dir / "server.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log = (state_dir / "server.log").read_text(errors="replace")
-            raise RuntimeError(f"server exited with {proc.returncode} during start-up:\n{log}")
-        try:
-            state = json.loads(state_file.read_text())
-            if state.get("pid") == proc.pid:
-                r = httpx.get(f"http://127.0.0.1:{state['port']}/health", timeout=2)
-                if r.status_code == 200:
-                    return ServerProcess(proc, state_dir, state)
-        except (OSError, ValueError, httpx.HTTPError):
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"server did not answer within {timeout} s")
+    try:
+        state = wait_until_ready(proc, state_dir, timeout)
+    except LocalServerError as exc:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(str(exc)) from None
+    return ServerProcess(proc, state_dir, state, list(proc.args))

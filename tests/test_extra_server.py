@@ -23,8 +23,7 @@ BODY = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 def strict():
     """A server like a hosted service: a key, 2 requests per 5 s, a content filter."""
     with start_extra_server(
-        "--rate-limit-rpm", "2", "--rate-limit-window", "5",
-        "--content-filter-phrase", "forbidden topic",
+        rate_limit_rpm=2, rate_limit_window=5, content_filter_phrase="forbidden topic",
         api_key=KEY,
     ) as server:  # fmt: skip
         yield server
@@ -54,7 +53,7 @@ def test_stop_ends_the_process_and_removes_its_directory():
 
 def test_bad_serve_option_fails_with_the_servers_message():
     with pytest.raises(LocalServerError, match="rate-limit-window must be a positive"):
-        start_extra_server("--rate-limit-window", "0")
+        start_extra_server(rate_limit_window=0)
 
 
 def test_caller_key_does_not_leak_into_a_keyless_server(monkeypatch):

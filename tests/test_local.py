@@ -19,15 +19,22 @@ import httpx
 import pytest
 
 from phihelpers.config import load_settings
+from phihelpers import state as state_files
 from phihelpers.local import (
     LocalServerError,
     ensure_local_server,
-    read_state,
     running_server,
-    state_path,
     stop_local_server,
     url_of,
 )
+
+
+def state_path(settings):
+    return state_files.state_file(settings.state_dir)
+
+
+def read_state(settings):
+    return state_files.read_state(settings.state_dir)
 
 
 def make_settings(state_dir: Path, **extra: str):

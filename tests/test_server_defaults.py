@@ -13,7 +13,7 @@ STORY = [{"role": "user", "content": "Write a very long story about a dragon, in
 
 
 def test_a_request_without_max_tokens_is_capped_by_the_server_default():
-    with start_extra_server("--default-max-tokens", "5") as server:
+    with start_extra_server(default_max_tokens=5) as server:
         url = server.endpoint + "/chat/completions"
         capped = httpx.post(url, json={"messages": STORY, "temperature": 0}, timeout=120).json()
         assert 1 <= capped["usage"]["completion_tokens"] <= 5

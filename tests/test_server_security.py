@@ -227,9 +227,10 @@ def test_keys_never_reach_the_log(key_server):
     assert KEY not in log and WRONG not in log  # ...but never its key
 
 
-def test_server_options_never_show_the_key():
-    from phihelpers.server.app import ServerOptions
+def test_server_settings_never_show_the_key():
+    from phihelpers.server.settings import ServeSettings
 
-    assert KEY not in repr(ServerOptions(api_key=KEY)) and KEY not in str(
-        ServerOptions(api_key=KEY)
-    )
+    settings = ServeSettings.build(api_key=KEY)
+    assert KEY not in repr(settings) and KEY not in str(settings)
+    assert KEY not in " ".join(settings.command_line())  # the key travels in the env only
+    assert KEY not in settings.model_dump_json()

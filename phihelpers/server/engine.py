@@ -46,9 +46,8 @@ def default_model_path() -> Path:
 
 def default_threads() -> int:
     """Threads for generating: all cores but one (at most 8), so the notebook, its client and
-    the server's event loop keep a core. Measured on a 2-core machine with other work running:
-    1 thread decoded 53-55 tokens/s, 2 threads 33-36 (llama.cpp's threads wait on each other
-    whenever one is descheduled). PHI_LOCAL_THREADS overrides."""
+    the server's event loop keep a core (measured: docs/performance.md). PHI_LOCAL_THREADS
+    overrides."""
     return max(1, min((os.cpu_count() or 1) - 1, 8))
 
 
@@ -115,13 +114,6 @@ class Engine:
     def __init__(
         self, path: Path | str | None = None, n_ctx: int = 4096, n_threads: int | None = None
     ):
-        # llama.cpp's threads meet at an OpenMP barrier many times per token. By default they
-        # spin while they wait; on a busy machine (a notebook, a browser, tests) a spinning
-        # thread burns the core its partner needs: on the shared 2-core test machine decoding
-        # fell to ~2 tokens/s, against ~100 with passive waiting (docs/performance.md).
-        # OpenMP reads this once, when llama.cpp's library is first loaded, just below; set
-        # OMP_WAIT_POLICY=ACTIVE yourself to compare.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

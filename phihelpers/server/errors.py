@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi.responses import JSONResponse
 
 
@@ -35,10 +37,11 @@ def bad_request(message: str, code: str = "invalid_request") -> ApiError:
 
 def too_many_requests(message: str, retry_after_seconds: float) -> ApiError:
     """429 with the headers azure-core and openai-python honour, so their retries succeed."""
-    seconds = max(1, round(retry_after_seconds + 0.499))
+    millis = max(0, math.ceil(retry_after_seconds * 1000))  # never sooner than promised
+    seconds = max(1, math.ceil(millis / 1000))
     return ApiError(
         429,
         "too_many_requests",
         message,
-        {"Retry-After": str(seconds), "retry-after-ms": str(int(retry_after_seconds * 1000))},
+        {"Retry-After": str(seconds), "retry-after-ms": str(millis)},
     )

@@ -30,7 +30,7 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool | None = None
 
 
@@ -82,21 +82,31 @@ class ChatRequest(BaseModel):
         return stops
 
 
+def _json_path(loc: tuple) -> str:
+    """pydantic's error location as a JSON path: ('messages', 0, 'content', 'list[...]', 1,
+    'text', 'text') -> 'messages[0].content[1].text'. Union branch names are dropped, and so
+    is the tag that a list of tagged unions puts after the index."""
+    path, skip_tag = "", False
+    for prev, item in zip((None, *loc), loc, strict=False):
+        if isinstance(item, int):
+            path += f"[{item}]"
+            skip_tag = isinstance(prev, str) and "tagged-union" in prev
+        elif skip_tag:
+            skip_tag = False  # the discriminator's value ('text'), not a field
+        elif "[" in item or item in ("str", "int", "float", "bool", "function-after"):
+            continue  # pydantic's names for union branches, not part of the JSON path
+        else:
+            path += f".{item}" if path else item
+    return path
+
+
 def describe(error: ValidationError, limit: int = 3) -> str:
     """A ValidationError as one readable sentence: 'messages[0].role: Input should be ...'."""
     by_loc: dict[str, list[str]] = {}
     for err in error.errors():
         if err["type"] == "json_invalid":
             return f"The request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}."
-        loc = ""
-        for item in err["loc"]:
-            if isinstance(item, int):
-                loc += f"[{item}]"
-            elif "[" in item or item in ("str", "int", "float", "bool", "function-after"):
-                continue  # pydantic's names for union branches, not part of the JSON path
-            else:
-                loc += f".{item}" if loc else item
-        by_loc.setdefault(loc or "body", []).append(err["msg"])
+        by_loc.setdefault(_json_path(err["loc"]) or "body", []).append(err["msg"])
     parts = []
     for loc, msgs in list(by_loc.items())[:limit]:
         first, *rest = msgs

@@ -1,0 +1,40 @@
+"""A chat request's sampling fields, checked and mapped onto llama.cpp's GenerationParams."""
+
+from __future__ import annotations
+
+from .engine import GenerationParams
+from .errors import bad_request
+from .schema import ChatRequest
+
+# llama-cpp-python's defaults, which the OpenAI and Azure APIs leave to the service.
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.95
+
+
+def generation_params(req: ChatRequest, n_ctx: int, default_max_tokens: int) -> GenerationParams:
+    """GenerationParams for `req` on a model with an `n_ctx`-token window; ApiError 400 if a
+    field cannot be honoured. A request without max_tokens gets `default_max_tokens`."""
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    elif max_tokens > n_ctx:
+        raise bad_request(
+            f"max_tokens={max_tokens} is more than this model's whole context window "
+            f"({n_ctx} tokens). Ask for fewer tokens."
+        )
+    try:
+        stop = req.stop_list()
+        req.prompt_messages()
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    if req.tools:
+        raise bad_request("Tool calling is not supported by the local server; send messages only.")
+    return GenerationParams(
+        max_tokens=max_tokens,
+        temperature=DEFAULT_TEMPERATURE if req.temperature is None else req.temperature,
+        top_p=DEFAULT_TOP_P if req.top_p is None else req.top_p,
+        stop=stop,
+        seed=req.seed,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+    )

@@ -1,0 +1,184 @@
+"""The server's routes: the Azure AI Model Inference API and the OpenAI-compatible one.
+
+    POST /chat/completions?api-version=...    azure-ai-inference (what the seed's code calls)
+    GET  /info                                client.get_model_info()
+    POST /v1/chat/completions, GET /v1/models the openai SDK, curl, LangChain, ...
+    POST /models/chat/completions, GET /models/info   the former Azure AI Foundry endpoint shape
+    GET  /health                              readiness (no key needed)
+
+Everything is validated before the first byte is sent, so a bad request gets a 4xx in the
+{"error": {"code", "message"}} shape, never a 200 stream cut short. Routes read what they need
+from `request.app.state` (settings, models, gate...; see app.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from .bridge import Run, unless_disconnected
+from .engine import new_completion_id
+from .errors import ApiError, bad_request
+from .guards import authenticate, check_content_type, read_body
+from .params import generation_params
+from .schema import ChatRequest, describe
+
+log = logging.getLogger("phihelpers.server")
+
+ROUTES_HELP = (
+    "This server answers POST /chat/completions (Azure AI Model Inference API), "
+    "POST /v1/chat/completions (OpenAI-compatible), GET /info and GET /v1/models."
+)
+
+CHAT_PATHS = ("/chat/completions", "/v1/chat/completions", "/models/chat/completions")
+
+router = APIRouter()
+
+
+def _sse(data: dict | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+async def _parse(request: Request) -> ChatRequest:
+    check_content_type(request)
+    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    try:
+        return ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise bad_request(describe(exc)) from None
+
+
+def _content_filter(request: Request, messages: list[dict]) -> None:
+    """Lesson 07: a prompt with the configured phrase is refused the way Azure's filter does."""
+    phrase = request.app.state.settings.content_filter_phrase.lower()
+    if phrase and any(phrase in m["content"].lower() for m in messages):
+        raise ApiError(
+            400,
+            "content_filter",
+            "The response was filtered due to the prompt triggering the content management "
+            "policy (emulated by the local server for the lesson). Please modify your prompt "
+            "and retry.",
+        )
+
+
+async def chat(request: Request, caller: str = Depends(authenticate)):
+    state = request.app.state
+    req = await _parse(request)
+    choice = state.models.resolve(req.model)  # 404 model_not_found if in the catalog, not pulled
+    params = generation_params(req, choice.n_ctx, state.settings.default_max_tokens)
+    messages = req.prompt_messages()
+    if state.settings.log_prompts:
+        log.info("prompt: %s", json.dumps(messages)[:2000])
+    _content_filter(request, messages)
+
+    run = Run(state, messages, params, caller, choice)
+    await unless_disconnected(request, run, run.start())
+    head = {"id": new_completion_id(), "created": int(time.time()), "model": choice.name}
+    # every answer and chunk reads {"id", "object", "created", "model", "choices", ...}
+    if req.stream:
+        return StreamingResponse(
+            _events(run, head, _wants_usage(req)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    text = await unless_disconnected(request, run, run.text())
+    if run.failure:
+        raise run.failure
+    message = {"role": "assistant", "content": text}
+    return JSONResponse(
+        {
+            "id": head["id"],
+            "object": "chat.completion",
+            **head,
+            "choices": [{"index": 0, "message": message, "finish_reason": run.finish_reason}],
+            "usage": run.usage.as_dict(),
+        }
+    )
+
+
+def _wants_usage(req: ChatRequest) -> bool:
+    """The last usage chunk: sent unless stream_options.include_usage is false. Azure sends
+    it always; OpenAI only when asked, and its clients tolerate it either way."""
+    return not (req.stream_options and req.stream_options.include_usage is False)
+
+
+async def _events(run: Run, head: dict, with_usage: bool) -> AsyncIterator[bytes]:
+    """The SSE stream: a role chunk, content chunks, a finish chunk, usage, [DONE]."""
+
+    def chunk(choices: list, **extra) -> bytes:
+        body = {"id": head["id"], "object": "chat.completion.chunk", **head}
+        return _sse({**body, "choices": choices, **extra})
+
+    def delta(content: dict, finish_reason: str | None = None) -> list:
+        return [{"index": 0, "delta": content, "finish_reason": finish_reason}]
+
+    yield chunk(delta({"role": "assistant", "content": ""}))
+    async for piece in run.pieces():
+        yield chunk(delta({"content": piece}))
+    if run.failure:  # the status line is sent: say it the way OpenAI does, no [DONE]
+        yield _sse({"error": {"code": run.failure.code, "message": run.failure.message}})
+        return
+    yield chunk(delta({}, run.finish_reason))
+    if with_usage:  # like Azure and OpenAI's include_usage: a last chunk with no choices
+        yield chunk([], usage=run.usage.as_dict())
+    yield _sse("[DONE]")
+
+
+def info(request: Request, _caller: str = Depends(authenticate)) -> dict:
+    return request.app.state.models.info()
+
+
+def models(request: Request, _caller: str = Depends(authenticate)) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"id": c.name, "object": "model", "created": 0, "owned_by": "local"}
+            for c in request.app.state.models.available()
+        ],
+    }
+
+
+def health(request: Request) -> dict:
+    state = request.app.state
+    return {
+        "status": "ok",
+        "server": "phihelpers",
+        "pid": os.getpid(),
+        "model": state.models.default.name,
+        "generating": state.gate.active,  # 0 or 1: the model is busy
+        "queued": state.gate.waiting,
+    }
+
+
+def _get(path: str, endpoint: Callable, include_in_schema: bool = True) -> None:
+    """GET, and HEAD (`curl -I`, load balancers' health checks) kept out of the schema."""
+    router.add_api_route(path, endpoint, methods=["GET"], include_in_schema=include_in_schema)
+    router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+
+_CHAT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
+    }
+}
+for _path in CHAT_PATHS:
+    router.add_api_route(
+        _path,
+        chat,
+        methods=["POST"],
+        openapi_extra=_CHAT_BODY,
+        include_in_schema=_path != "/models/chat/completions",
+    )
+_get("/info", info)
+_get("/models/info", info, include_in_schema=False)
+_get("/v1/models", models)
+_get("/health", health)
