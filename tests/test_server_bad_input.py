@@ -27,6 +27,20 @@ def body(**fields) -> dict:
     return {k: v for k, v in b.items() if v is not None}
 
 
+def tool(name: str = "get_weather", description: str = "The weather in a city.", **schema) -> dict:
+    parameters = {"type": "object", "properties": {"city": {"type": "string"}}, **schema}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+WEATHER = tool()
+# A history in which the assistant called get_weather (id call_1).
+CALLED = [
+    {"role": "user", "content": "Weather in Oslo?"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+]
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+
+
 def part(kind: str, **fields) -> list:
     return [{"role": "user", "content": [{"type": kind, **fields}]}]
 
@@ -83,8 +97,28 @@ BAD_BODIES = [
     ("frequency_penalty_out_of_range", body(frequency_penalty=-2.5), 400, "invalid_request"),
     ("n_two", body(n=2), 400, "invalid_request"),
     ("n_zero", body(n=0), 400, "invalid_request"),
-    ("tools", body(tools=[{"type": "function", "function": {"name": "get_weather"}}]), 400, "invalid_request"),
+    ("tool_without_name", body(tools=[{"type": "function", "function": {"description": "x"}}]), 400, "invalid_request"),
+    ("tool_name_with_spaces", body(tools=[{"type": "function", "function": {"name": "get weather"}}]), 400, "invalid_request"),
+    ("tool_type_unknown", body(tools=[{"type": "retrieval", "function": {"name": "f"}}]), 400, "invalid_request"),
     ("tools_not_a_list", body(tools="get_weather"), 400, "invalid_request"),
+    ("tools_same_name_twice", body(tools=[WEATHER, WEATHER]), 400, "invalid_request"),
+    ("tool_choice_unknown_function", body(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_time"}}), 400, "invalid_request"),
+    ("tool_choice_unknown_word", body(tools=[WEATHER], tool_choice="sometimes"), 400, "invalid_request"),
+    ("tool_parameters_unsupported_keyword", body(tools=[tool(properties={"n": {"type": "integer", "minimum": 1}})]), 400, "unsupported_schema"),
+    ("tool_parameters_not_a_schema", body(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "table"}}}]), 400, "unsupported_schema"),
+    ("tool_message_without_tool_call_id", body(messages=[*CALLED, {"role": "tool", "content": "42"}]), 400, "invalid_request"),
+    ("tool_message_answering_no_call", body(messages=[*CALLED, {"role": "tool", "content": "42", "tool_call_id": "call_other"}]), 400, "invalid_request"),
+    ("tool_call_arguments_not_a_string", body(messages=[{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]), 400, "invalid_request"),
+    ("tools_beyond_context", body(tools=[tool(description="weather " * 5000)]), 400, "context_length_exceeded"),
+    ("tools_and_json_schema_together", body(tools=[WEATHER], response_format=JSON_SCHEMA), 400, "invalid_request"),
+    ("response_format_unknown_type", body(response_format={"type": "xml"}), 400, "invalid_request"),
+    ("json_schema_without_schema", body(response_format={"type": "json_schema"}), 400, "invalid_request"),
+    ("json_schema_unsupported_keyword", body(response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 2}}}}}), 400, "unsupported_schema"),
+    ("json_schema_unanchored_pattern", body(response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "string", "pattern": "[a-z]+"}}}), 400, "unsupported_schema"),
+    ("json_schema_remote_ref", body(response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"$ref": "https://example.com/s.json"}}}), 400, "unsupported_schema"),
+    ("json_schema_not_an_object", body(response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": "object"}}), 400, "invalid_request"),
+    ("logprobs", body(logprobs=True), 400, "invalid_request"),
+    ("top_logprobs", body(top_logprobs=3), 400, "invalid_request"),
     ("stop_five_entries", body(stop=["a", "b", "c", "d", "e"]), 400, "invalid_request"),
     ("stop_empty_string", body(stop=""), 400, "invalid_request"),
     ("stop_number", body(stop=5), 400, "invalid_request"),

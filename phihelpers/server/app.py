@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .embeddings import router as embeddings_router
 from .engine import Engine
 from .errors import ApiError, error_response
 from .limits import Gate
@@ -51,6 +52,16 @@ async def _api_error(_request: Request, exc: ApiError):
     return exc.response()
 
 
+def _routes(routes) -> list:
+    """Every route, also those of included routers (FastAPI keeps those nested)."""
+    found = []
+    for r in routes:
+        found.append(r)
+        inner = getattr(r, "original_router", None) or r  # fastapi's _IncludedRouter
+        found.extend(_routes(getattr(inner, "routes", None) or []))
+    return found
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException):
     if exc.status_code == 404:
         return error_response(
@@ -58,7 +69,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
         )
     if exc.status_code == 405:
         allowed = sorted(
-            {m for r in request.app.routes if getattr(r, "path", None) == request.url.path
+            {m for r in _routes(request.app.routes) if getattr(r, "path", None) == request.url.path
              for m in getattr(r, "methods", None) or ()}
         )  # fmt: skip
         return error_response(
@@ -140,4 +151,5 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(router)
+    app.include_router(embeddings_router)
     return app

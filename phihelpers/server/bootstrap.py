@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 from ..config import load_settings
 from ..state import read_state, remove_state, url_of, write_state
@@ -90,6 +91,9 @@ def serve(settings: ServeSettings) -> int:
         models = ModelRegistry.from_settings(
             load_settings(), settings.model, settings.n_ctx, settings.threads
         )
+        if settings.embedding_model:
+            models.embedding_path = Path(settings.embedding_model).expanduser()
+        models.embedding_pooling = settings.embedding_pooling
         engine = models.start()  # the default model; pulled ones load when a request names them
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)

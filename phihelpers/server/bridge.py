@@ -206,3 +206,16 @@ async def unless_disconnected(request: Request, run: Run, awaitable):
         log.info("the client went away while waiting for its answer")
         raise ApiError(499, "client_closed_request", "The client closed the connection.")
     return work.result()
+
+
+async def on_engine(state, key: str, work):
+    """Run `work()` on the engine thread in its turn (through the Gate, like a generation):
+    embeddings share the model slot and the limits with chat."""
+    await state.gate.enter(key)
+    began = time.perf_counter()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(state.executor, work)
+    except (ApiError, PromptError, ValueError) as exc:
+        raise as_api_error(exc) from None
+    finally:
+        state.gate.leave(key, time.perf_counter() - began)

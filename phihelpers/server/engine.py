@@ -51,6 +51,19 @@ def default_threads() -> int:
     return max(1, min((os.cpu_count() or 1) - 1, 8))
 
 
+def schema_to_grammar(schema: dict) -> str:
+    """A JSON schema as a llama.cpp grammar (GBNF), by llama-cpp-python's own converter.
+    ValueError if the converter cannot express it."""
+    import json
+
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # a converter of the caller's input: any failure is theirs to fix
+        raise ValueError(f"this JSON schema cannot be turned into a grammar: {exc!r}") from None
+
+
 def model_name_from_path(path: Path) -> str:
     """'SmolLM2-135M-Instruct.Q4_1.gguf' -> 'SmolLM2-135M-Instruct'."""
     stem = path.name.removesuffix(".gguf")
@@ -84,6 +97,7 @@ class GenerationParams:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    grammar: str | None = None  # GBNF (schema_to_grammar): every token must fit it
 
 
 @dataclass
@@ -220,6 +234,7 @@ class Engine:
             criteria.extend(formatted.stopping_criteria)
         room = self.n_ctx - len(tokens)
         max_tokens = min(params.max_tokens or room, room)
+        grammar = self._grammar(params.grammar)
 
         stream = self.llm.create_completion(
             prompt=tokens,
@@ -231,6 +246,7 @@ class Engine:
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
             stopping_criteria=criteria,
+            grammar=grammar,
             stream=True,
         )
 
@@ -254,6 +270,22 @@ class Engine:
         generation.pieces = pieces()
         return generation
 
+    def _grammar(self, gbnf: str | None):
+        """A LlamaGrammar for `gbnf`, checked against this model's vocabulary now (before any
+        token is sent), or None. PromptError if llama.cpp refuses it."""
+        if gbnf is None:
+            return None
+        import llama_cpp
+        from llama_cpp import LlamaGrammar
+
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self.llm._model.vocab, gbnf.encode("utf-8"), b"root"
+        )
+        if not sampler:
+            raise PromptError("llama.cpp could not parse the grammar made from this schema.")
+        llama_cpp.llama_sampler_free(sampler)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+
     def info(self) -> dict:
         return {
             "model_name": self.name,
@@ -268,3 +300,69 @@ class Engine:
 
 def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+POOLING = ("last", "mean", "cls")
+
+
+class Embedder:
+    """A GGUF loaded for embeddings: llama.cpp pools each input's token vectors into one.
+
+    A chat model embeds best with last-token pooling (the last token has read all the others);
+    a real embedding model (BERT-like) with mean or CLS. Not thread-safe, like Engine."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        pooling: str = "last",
+        n_ctx: int = 512,
+        n_threads: int | None = None,
+    ):
+        import llama_cpp
+        from llama_cpp import Llama
+
+        self.path = Path(path)
+        check_model_file(self.path)
+        self.pooling = pooling
+        threads = n_threads or default_threads()
+        started = time.perf_counter()
+        try:
+            self.llm = Llama(
+                model_path=str(self.path),
+                embedding=True,
+                pooling_type=getattr(llama_cpp, f"LLAMA_POOLING_TYPE_{pooling.upper()}"),
+                n_ctx=n_ctx,  # one batch holds a whole input: its size is what each costs
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                n_threads=threads,
+                n_threads_batch=max(threads, min(os.cpu_count() or 1, 8)),
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelFileError(
+                f"llama.cpp could not load {self.path} for embeddings: {exc}"
+            ) from exc
+        self.load_seconds = time.perf_counter() - started
+        self.n_ctx = self.llm.n_ctx()
+        self.dimensions = self.llm.n_embd()
+        self.name = model_name_from_path(self.path)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens per input, as plain text: special-token markup in a document stays text."""
+        return [
+            len(self.llm.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts
+        ]
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Unit-length vectors, one per text, and the tokens read. PromptError if an input is
+        longer than the context."""
+        counts = self.token_counts(texts)
+        for i, count in enumerate(counts):
+            if count > self.n_ctx:
+                raise PromptError(
+                    f"input[{i}] is {count} tokens, more than this embedding model's context of "
+                    f"{self.n_ctx}: split the text into smaller passages.",
+                    code="context_length_exceeded",
+                )
+        vectors = self.llm.embed(texts, normalize=True, truncate=False)
+        return vectors, sum(counts)

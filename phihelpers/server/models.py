@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .. import catalog
 from ..config import Settings
-from .engine import Engine, ModelFileError, default_model_path, model_name_from_path
+from .engine import Embedder, Engine, ModelFileError, default_model_path, model_name_from_path
 from .errors import ApiError
 
 log = logging.getLogger("phihelpers.server")
@@ -80,6 +80,9 @@ class ModelRegistry:
         self.engine_factory = engine_factory
         self.engine: Engine | None = None
         self._default_info: dict = {}
+        self.embedding_path: Path | None = None  # None: the default model's own file
+        self.embedding_pooling = "last"
+        self._embedder: Embedder | None = None
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -215,6 +218,23 @@ class ModelRegistry:
         if choice == self.default:
             self._default_info = engine.info()
         return engine
+
+    def embedder(self) -> Embedder:
+        """The model that answers /embeddings, loaded on first use (engine thread only)."""
+        if self._embedder is None:
+            path = self.embedding_path or self.default.path
+            try:
+                self._embedder = Embedder(path, self.embedding_pooling, n_threads=self.n_threads)
+            except ModelFileError as exc:
+                raise ApiError(500, "model_load_failed", str(exc)) from None
+            log.info(
+                "loaded %s for embeddings (%s pooling, %d dimensions) in %.2f s",
+                self._embedder.name,
+                self.embedding_pooling,
+                self._embedder.dimensions,
+                self._embedder.load_seconds,
+            )
+        return self._embedder
 
     # -- what /info and /v1/models report -------------------------------------------------
     def info(self) -> dict:

@@ -1,17 +1,21 @@
-"""A chat request's sampling fields, checked and mapped onto llama.cpp's GenerationParams."""
+"""A chat request's fields, checked and mapped onto llama.cpp's GenerationParams."""
 
 from __future__ import annotations
 
-from .engine import GenerationParams
+from .engine import GenerationParams, schema_to_grammar
 from .errors import bad_request
 from .schema import ChatRequest
+from .structured import response_schema
+from .tools import ToolPlan
 
 # llama-cpp-python's defaults, which the OpenAI and Azure APIs leave to the service.
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.95
 
 
-def generation_params(req: ChatRequest, n_ctx: int, default_max_tokens: int) -> GenerationParams:
+def generation_params(
+    req: ChatRequest, n_ctx: int, default_max_tokens: int, tools: ToolPlan | None = None
+) -> GenerationParams:
     """GenerationParams for `req` on a model with an `n_ctx`-token window; ApiError 400 if a
     field cannot be honoured. A request without max_tokens gets `default_max_tokens`."""
     max_tokens = req.max_completion_tokens or req.max_tokens
@@ -27,8 +31,7 @@ def generation_params(req: ChatRequest, n_ctx: int, default_max_tokens: int) -> 
         req.prompt_messages()
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    if req.tools:
-        raise bad_request("Tool calling is not supported by the local server; send messages only.")
+    refuse_unhonoured(req)
     return GenerationParams(
         max_tokens=max_tokens,
         temperature=DEFAULT_TEMPERATURE if req.temperature is None else req.temperature,
@@ -37,4 +40,30 @@ def generation_params(req: ChatRequest, n_ctx: int, default_max_tokens: int) -> 
         seed=req.seed,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
+        grammar=_grammar(req, tools),
     )
+
+
+def refuse_unhonoured(req: ChatRequest) -> None:
+    """A field the server would otherwise drop silently is refused, saying so."""
+    if req.logprobs or req.top_logprobs:
+        raise bad_request(
+            "logprobs and top_logprobs are not supported by the local server; leave them out."
+        )
+
+
+def _grammar(req: ChatRequest, tools: ToolPlan | None) -> str | None:
+    schema = response_schema(req)
+    if tools and schema is not None:
+        raise bad_request(
+            "Send either tools or a JSON response_format in one request, not both: the local "
+            "server constrains an answer to one schema."
+        )
+    if tools:
+        schema = tools.schema
+    if schema is None:
+        return None
+    try:
+        return schema_to_grammar(schema)
+    except ValueError as exc:
+        raise bad_request(str(exc), "unsupported_schema") from None

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from . import tools
 from .bridge import Run, unless_disconnected
 from .engine import new_completion_id
 from .errors import ApiError, bad_request
@@ -33,8 +34,9 @@ from .schema import ChatRequest, describe
 log = logging.getLogger("phihelpers.server")
 
 ROUTES_HELP = (
-    "This server answers POST /chat/completions (Azure AI Model Inference API), "
-    "POST /v1/chat/completions (OpenAI-compatible), GET /info and GET /v1/models."
+    "This server answers POST /chat/completions and POST /embeddings (Azure AI Model Inference "
+    "API), POST /v1/chat/completions and POST /v1/embeddings (OpenAI-compatible), GET /info and "
+    "GET /v1/models."
 )
 
 CHAT_PATHS = ("/chat/completions", "/v1/chat/completions", "/models/chat/completions")
@@ -73,11 +75,14 @@ async def chat(request: Request, caller: str = Depends(authenticate)):
     state = request.app.state
     req = await _parse(request)
     choice = state.models.resolve(req.model)  # 404 model_not_found if in the catalog, not pulled
-    params = generation_params(req, choice.n_ctx, state.settings.default_max_tokens)
+    tool_plan = tools.plan(req)
+    params = generation_params(req, choice.n_ctx, state.settings.default_max_tokens, tool_plan)
     messages = req.prompt_messages()
     if state.settings.log_prompts:
         log.info("prompt: %s", json.dumps(messages)[:2000])
     _content_filter(request, messages)
+    if tool_plan:
+        messages = tools.with_tools(messages, tool_plan)
 
     run = Run(state, messages, params, caller, choice)
     await unless_disconnected(request, run, run.start())
@@ -85,23 +90,37 @@ async def chat(request: Request, caller: str = Depends(authenticate)):
     # every answer and chunk reads {"id", "object", "created", "model", "choices", ...}
     if req.stream:
         return StreamingResponse(
-            _events(run, head, _wants_usage(req)),
+            _events(run, head, _wants_usage(req), tool_plan is not None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     text = await unless_disconnected(request, run, run.text())
     if run.failure:
         raise run.failure
-    message = {"role": "assistant", "content": text}
+    message, finish_reason = _message(text, run.finish_reason, tool_plan is not None)
     return JSONResponse(
         {
             "id": head["id"],
             "object": "chat.completion",
             **head,
-            "choices": [{"index": 0, "message": message, "finish_reason": run.finish_reason}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": run.usage.as_dict(),
         }
     )
+
+
+def _message(text: str, finish_reason: str | None, with_tools: bool) -> tuple[dict, str | None]:
+    """The assistant message (and finish_reason) for a whole answer."""
+    if not with_tools:
+        return {"role": "assistant", "content": text}, finish_reason
+    reader = tools.AnswerReader()
+    reader.feed(text)
+    answer = reader.result()
+    if answer is None:  # cut short by max_tokens: what there is of the answer, no calls
+        return {"role": "assistant", "content": reader.answer}, finish_reason
+    if answer.tool_calls:
+        return {"role": "assistant", "content": None, "tool_calls": answer.tool_calls}, "tool_calls"
+    return {"role": "assistant", "content": answer.content}, finish_reason
 
 
 def _wants_usage(req: ChatRequest) -> bool:
@@ -110,8 +129,9 @@ def _wants_usage(req: ChatRequest) -> bool:
     return not (req.stream_options and req.stream_options.include_usage is False)
 
 
-async def _events(run: Run, head: dict, with_usage: bool) -> AsyncIterator[bytes]:
-    """The SSE stream: a role chunk, content chunks, a finish chunk, usage, [DONE]."""
+async def _events(run: Run, head: dict, with_usage: bool, with_tools: bool) -> AsyncIterator[bytes]:
+    """The SSE stream: a role chunk, content (or tool_calls) chunks, a finish chunk, usage,
+    [DONE]."""
 
     def chunk(choices: list, **extra) -> bytes:
         body = {"id": head["id"], "object": "chat.completion.chunk", **head}
@@ -121,12 +141,21 @@ async def _events(run: Run, head: dict, with_usage: bool) -> AsyncIterator[bytes
         return [{"index": 0, "delta": content, "finish_reason": finish_reason}]
 
     yield chunk(delta({"role": "assistant", "content": ""}))
+    reader = tools.AnswerReader() if with_tools else None
     async for piece in run.pieces():
-        yield chunk(delta({"content": piece}))
+        text = reader.feed(piece) if reader else piece
+        if text:
+            yield chunk(delta({"content": text}))
     if run.failure:  # the status line is sent: say it the way OpenAI does, no [DONE]
         yield _sse({"error": {"code": run.failure.code, "message": run.failure.message}})
         return
-    yield chunk(delta({}, run.finish_reason))
+    finish_reason = run.finish_reason
+    answer = reader.result() if reader else None
+    if answer and answer.tool_calls:
+        for calls in tools.call_deltas(answer.tool_calls):
+            yield chunk(delta({"tool_calls": calls}))
+        finish_reason = "tool_calls"
+    yield chunk(delta({}, finish_reason))
     if with_usage:  # like Azure and OpenAI's include_usage: a last chunk with no choices
         yield chunk([], usage=run.usage.as_dict())
     yield _sse("[DONE]")

@@ -110,6 +110,13 @@ class ServeSettings(BaseModel):
         description="largest request body accepted (then 413)",
         json_schema_extra=_rule("must be at least 1024"),
     )
+    embedding_model: str | None = Field(
+        None, description="GGUF file that answers /embeddings (default: the chat model's file)"
+    )
+    embedding_pooling: typing.Literal["last", "mean", "cls"] = Field(
+        "last",
+        description="how token vectors become one: last (chat models), mean or cls (BERT-like)",
+    )
     log_prompts: bool = Field(False, description="log each prompt (off by default)")
     access_log: bool = Field(False, description="log every request line")
     cors_origin: tuple[str, ...] = Field((), description="allow this browser origin (repeatable)")
@@ -223,6 +230,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         options: dict = {"help": f"{field.description}{default}", "default": argparse.SUPPRESS}
         if kind is bool:
             options["action"] = "store_true"
+        elif typing.get_origin(kind) is typing.Literal:
+            options |= {"choices": typing.get_args(kind), "type": str}
         elif typing.get_origin(field.annotation) is tuple:
             options |= {"action": "append", "type": kind}
         else:
