@@ -5,11 +5,13 @@
     seed_lifecycle()        # the seed's six Phi-3 names on GitHub Models, and what replaced them
     downloaded()            # which catalog models are pulled into PHI_MODELS_DIR here
 
-The table lives in `phihelpers/data/phi_models.csv`. It was compiled from public pages (model
-cards, Hugging Face file listings, GitHub's changelog) read as stored copies, not live: its
-`*_source` columns say where each size and checksum came from. Where no SHA-256 was published
-in a page we could read, `sha256` is empty and `pull` checks the file against the SHA-256 that
-Hugging Face announces for it at download time (the `X-Linked-Etag` of an LFS file) instead.
+The table lives in `phihelpers/data/phi_models.csv` and is parsed once, into typed `Entry`
+rows (`entries()`); the pandas views are built from those entries, so the two cannot disagree.
+It was compiled from stored copies of public pages and repositories, not live: its `*_source`
+columns say where each commit, size and checksum came from. Every GGUF is pinned to a
+repository commit (`gguf_revision`), which `pull` downloads from. Where no SHA-256 could be
+found, `sha256` is empty and `pull` checks the file against the SHA-256 that Hugging Face
+announces for it at download time (the `X-Linked-Etag` of an LFS file) instead.
 
 The server side (`phihelpers.server.models`) reads this module without pandas.
 """
@@ -17,12 +19,14 @@ The server side (`phihelpers.server.models`) reads this module without pandas.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 CATALOG_FILE = "phi_models.csv"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class UnknownModelError(LookupError):
@@ -31,34 +35,47 @@ class UnknownModelError(LookupError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One catalog row, typed. `gguf_*` fields are empty when there is nothing to pull."""
+    """One catalog row, typed; the fields are the CSV's columns, in its order.
+
+    `gguf_*` fields are empty when there is nothing to pull.
+    """
 
     name: str
     model: str
     family: str
     parameters_b: float
+    active_parameters_b: float | None
     context_length: int
     modalities: str
     released: str
     licence: str
+    weights: str
+    offered_today: str
     in_seed: bool
     on_github_models: str
     replaced_by: str
+    lifecycle_source: str
+    gguf_repo: str
+    gguf_file: str
+    gguf_revision: str
+    revision_source: str
+    gguf_quant: str
+    gguf_size_bytes: int
+    size_exact: bool
+    size_source: str
+    sha256: str
+    sha256_source: str
     aliases: tuple[str, ...]
-    gguf_repo: str = ""
-    gguf_file: str = ""
-    gguf_revision: str = ""
-    gguf_quant: str = ""
-    gguf_size_bytes: int = 0
-    size_exact: bool = False
-    size_source: str = ""
-    sha256: str = ""
-    sha256_source: str = ""
-    notes: str = ""
+    notes: str
 
     @property
     def pullable(self) -> bool:
         return bool(self.gguf_repo and self.gguf_file)
+
+    @property
+    def pinned(self) -> bool:
+        """True when the GGUF is pinned to a repository commit (40 hex), not a branch."""
+        return bool(_COMMIT.match(self.gguf_revision))
 
     @property
     def local_file(self) -> str:
@@ -71,53 +88,42 @@ class Entry:
         return tuple(n.lower() for n in (self.name, self.model, *self.aliases) if n)
 
     def url(self, endpoint: str = "https://huggingface.co") -> str:
-        """Where the GGUF is downloaded from (Hugging Face's `resolve` URL shape)."""
-        return (
-            f"{endpoint.rstrip('/')}/{self.gguf_repo}/resolve/{self.gguf_revision or 'main'}/"
-            f"{self.gguf_file}"
-        )
+        """Where the GGUF is downloaded from: Hugging Face's `resolve` URL at the pinned commit."""
+        if not (self.pullable and self.gguf_revision):
+            raise ValueError(f"{self.name} has no GGUF revision to download from")
+        base = endpoint.rstrip("/")
+        return f"{base}/{self.gguf_repo}/resolve/{self.gguf_revision}/{self.gguf_file}"
 
 
-def _bool(text: str) -> bool:
-    return text.strip().lower() == "true"
+def _value(kind: str, text: str):
+    """One CSV cell as the type its `Entry` field is annotated with."""
+    if kind == "bool":
+        return text.strip().lower() == "true"
+    if kind == "int":
+        return int(text or 0)
+    if kind == "float":
+        return float(text)
+    if kind == "float | None":
+        return float(text) if text.strip() else None
+    if kind == "tuple[str, ...]":
+        return tuple(a.strip() for a in text.split(";") if a.strip())
+    return text
 
 
 def _entry(row: dict[str, str]) -> Entry:
-    return Entry(
-        name=row["name"],
-        model=row["model"],
-        family=row["family"],
-        parameters_b=float(row["parameters_b"]),
-        context_length=int(row["context_length"]),
-        modalities=row["modalities"],
-        released=row["released"],
-        licence=row["licence"],
-        in_seed=_bool(row["in_seed"]),
-        on_github_models=row["on_github_models"],
-        replaced_by=row["replaced_by"],
-        aliases=tuple(a.strip() for a in row["aliases"].split(";") if a.strip()),
-        gguf_repo=row["gguf_repo"],
-        gguf_file=row["gguf_file"],
-        gguf_revision=row["gguf_revision"],
-        gguf_quant=row["gguf_quant"],
-        gguf_size_bytes=int(row["gguf_size_bytes"] or 0),
-        size_exact=_bool(row["size_exact"]),
-        size_source=row["size_source"],
-        sha256=row["sha256"].lower(),
-        sha256_source=row["sha256_source"],
-        notes=row["notes"],
-    )
-
-
-def _rows() -> list[dict[str, str]]:
-    text = resources.files("phihelpers").joinpath("data", CATALOG_FILE).read_text("utf-8")
-    return list(csv.DictReader(text.splitlines()))
+    row = {**row, "sha256": row["sha256"].strip().lower()}
+    return Entry(**{f.name: _value(f.type, row[f.name]) for f in fields(Entry)})
 
 
 @lru_cache(maxsize=1)
 def entries() -> tuple[Entry, ...]:
-    """All catalog rows as `Entry` objects (no pandas needed)."""
-    return tuple(_entry(r) for r in _rows())
+    """All catalog rows as `Entry` objects (no pandas needed). The CSV is parsed here only."""
+    text = resources.files("phihelpers").joinpath("data", CATALOG_FILE).read_text("utf-8")
+    reader = csv.DictReader(text.splitlines())
+    columns, expected = list(reader.fieldnames or ()), [f.name for f in fields(Entry)]
+    if columns != expected:
+        raise ValueError(f"{CATALOG_FILE} columns {columns} are not Entry's fields {expected}")
+    return tuple(_entry(r) for r in reader)
 
 
 def find(name: str) -> Entry | None:
@@ -153,16 +159,15 @@ def is_downloaded(entry: Entry, models_dir: Path) -> bool:
 
 
 def load_catalog():
-    """The whole family as a pandas DataFrame (one row per model, columns as in the CSV)."""
+    """The whole family as a pandas DataFrame: one row per `Entry`, columns as in the CSV,
+    plus `pullable` and `gguf_size_gb`. Sizes and parameters are numbers (NaN where empty)."""
     import pandas as pd
 
-    frame = pd.DataFrame(_rows())
-    for column in ("parameters_b", "active_parameters_b", "gguf_size_bytes"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame["context_length"] = frame["context_length"].astype(int)
-    for column in ("in_seed", "size_exact"):
-        frame[column] = frame[column].str.lower().eq("true")
-    frame["pullable"] = frame["gguf_repo"].ne("") & frame["gguf_file"].ne("")
+    rows = [{**asdict(e), "aliases": ";".join(e.aliases)} for e in entries()]
+    frame = pd.DataFrame(rows, columns=[f.name for f in fields(Entry)])
+    frame["active_parameters_b"] = frame["active_parameters_b"].astype(float)
+    frame["pullable"] = [e.pullable for e in entries()]
+    frame["gguf_size_bytes"] = frame["gguf_size_bytes"].where(frame["pullable"]).astype(float)
     frame["gguf_size_gb"] = (frame["gguf_size_bytes"] / 1e9).round(2)
     return frame
 
@@ -184,8 +189,7 @@ def downloaded(models_dir: Path | None = None):
         models_dir = load_settings().models_dir
     frame = load_catalog()
     frame = frame[frame["pullable"]].copy()
-    by_name = {e.name: e for e in entries()}
-    paths = [local_path(by_name[n], models_dir) for n in frame["name"]]
+    paths = [local_path(e, models_dir) for e in entries() if e.pullable]  # the frame's order
     frame["downloaded"] = [p.is_file() for p in paths]
     frame["path"] = [str(p) for p in paths]
     return frame[["name", "model", "gguf_quant", "gguf_size_gb", "downloaded", "path"]].reset_index(

@@ -11,6 +11,8 @@ What it promises:
 - it refuses, with a sentence saying why and what to do, when the source cannot be reached,
   when the disk is too small (checked before the first byte), or when the checksum is wrong
   (the `.part` is deleted);
+- the file is fetched at the repository commit the catalog pins (`Entry.url`, never `main`);
+  an entry without a 40-hex commit is refused before any request;
 - the SHA-256 comes from the catalog when one was published, else from the one Hugging Face
   announces for the file (`X-Linked-Etag`); when both exist they must agree. A file no
   checksum can vouch for is refused unless `allow_unverified=True`.
@@ -167,6 +169,23 @@ def check_free_space(
         )
 
 
+def _pinned_entry(name: str | Entry) -> Entry:
+    """The entry to pull; refused unless it has a GGUF pinned to a repository commit."""
+    entry = name if isinstance(name, Entry) else get(name)
+    if not entry.pullable:
+        raise PullError(
+            f"{entry.model} has no GGUF in the catalog that the local server can run. "
+            f"{entry.notes} Models you can pull: `python -m phihelpers pull --list`."
+        )
+    if not entry.pinned:
+        raise PullError(
+            f"{entry.name}'s GGUF is not pinned to a repository commit (revision "
+            f"{entry.gguf_revision or 'empty'!r}), so the file behind it can change. Give "
+            "`gguf_revision` a 40-hex commit of the repository and run the same command again."
+        )
+    return entry
+
+
 def pull(
     name: str | Entry,
     models_dir: Path | str | None = None,
@@ -182,12 +201,7 @@ def pull(
 
     `free_space(path) -> bytes` replaces `shutil.disk_usage` (for tests and odd file systems).
     """
-    entry = name if isinstance(name, Entry) else get(name)
-    if not entry.pullable:
-        raise PullError(
-            f"{entry.model} has no GGUF in the catalog that the local server can run. "
-            f"{entry.notes} Models you can pull: `python -m phihelpers pull --list`."
-        )
+    entry = _pinned_entry(name)
     if models_dir is None or endpoint is None:
         from .config import load_settings
 
@@ -276,7 +290,7 @@ def _metadata(
 
 def _download(
     client: httpx.Client, url: str, part: Path, have: int, size: int, label: str, progress: bool
-) -> int:
+) -> tuple[int, int]:
     """Fetch bytes `have`.. into `part` (Range), with a progress bar.
 
     Returns (bytes fetched now, bytes kept from before).
@@ -338,64 +352,3 @@ def _download(
             "run the same command again to resume."
         )
     return fetched, have
-
-
-# -- command line: `python -m phihelpers pull NAME` ---------------------------------------------
-
-
-def add_pull_command(sub) -> None:
-    """Adds `pull` to the `python -m phihelpers` subcommands."""
-    p = sub.add_parser("pull", help="download a real Phi model (GGUF) for the local server")
-    p.add_argument("name", nargs="?", help="catalog name, e.g. phi-4-mini (see --list)")
-    p.add_argument("--list", action="store_true", help="list the models you can pull")
-    p.add_argument("--models-dir", help="where models go (default PHI_MODELS_DIR)")
-    p.add_argument(
-        "--allow-unverified",
-        action="store_true",
-        help="accept a file no published SHA-256 vouches for (not recommended)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_pull_command)
-
-
-def _pull_command(args) -> int:
-    import sys
-
-    from .catalog import UnknownModelError, entries, is_downloaded
-    from .config import load_settings
-
-    settings = load_settings()
-    models_dir = Path(args.models_dir).expanduser() if args.models_dir else settings.models_dir
-    if args.list or not args.name:
-        print(f"Phi models you can pull into {models_dir}:")
-        for e in entries():
-            if e.pullable:
-                here = "downloaded" if is_downloaded(e, models_dir) else "-"
-                print(
-                    f"  {e.name:<16} {e.model:<26} {e.gguf_quant:<7} "
-                    f"{e.gguf_size_bytes / 1e9:5.1f} GB  {here}"
-                )
-        print("Pull one with: python -m phihelpers pull phi-4-mini")
-        return 0 if args.list else 2
-    try:
-        result = pull(
-            args.name,
-            models_dir,
-            settings.hf_endpoint,
-            progress=not args.quiet,
-            allow_unverified=args.allow_unverified,
-        )
-    except (PullError, UnknownModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: the partial download is kept; run the same command to resume.")
-        return 130
-    state = "already downloaded" if result.already_present else "downloaded and verified"
-    print(f"{result.name}: {state}: {result.path} ({result.size / 1e9:.2f} GB)")
-    print(f"  SHA-256 {result.sha256} ({result.sha256_source})")
-    print(
-        f"Serve it: PHI_MODEL={result.name} python -m phihelpers start  "
-        f'(or send model="{result.name}" to a running local server)'
-    )
-    return 0

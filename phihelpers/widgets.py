@@ -6,6 +6,9 @@ Two layers, so the logic can be tested without a browser:
     session.send("Hello", on_token=print)                 # -> the whole answer; history grows
     ChatWidget(session)                                   # the view: boxes, slider, buttons
 
+`ChatSession.send` is lesson 06's streaming loop (history in, pieces out, history grows only
+after a complete answer), wrapped in a class so the widget and the tests can reuse it.
+
 The widget's top-level box has the CSS class `phi-chat`; its parts have `phi-chat-message`,
 `phi-chat-send`, `phi-chat-reset`, `phi-chat-answer`, `phi-chat-history` and `phi-chat-status`.
 """
@@ -41,7 +44,8 @@ class ChatSession:
         self.max_tokens = max_tokens
         self.history: list[UserMessage | AssistantMessage] = []
         self.last_finish_reason: str | None = None
-        self.last_usage = None
+        self.last_usage = None  # None when the server sends no usage in a stream
+        self.last_model: str | None = None  # the `model` field of the answer's updates
 
     def messages(self) -> list:
         """What the model sees: the system prompt (if any), then every turn so far."""
@@ -66,10 +70,11 @@ class ChatSession:
             stream=True,
         )
         pieces: list[str] = []
-        self.last_finish_reason = self.last_usage = None
+        self.last_finish_reason = self.last_usage = self.last_model = None
         with response:
             for update in response:
-                if update.usage:  # the last chunk carries the token counts
+                self.last_model = getattr(update, "model", None) or self.last_model
+                if update.usage:  # the last chunk carries the token counts (where sent)
                     self.last_usage = update.usage
                 if not update.choices:
                     continue
@@ -90,7 +95,7 @@ class ChatSession:
     def reset(self) -> None:
         """Forget the conversation (the system prompt and settings stay)."""
         self.history.clear()
-        self.last_finish_reason = self.last_usage = None
+        self.last_finish_reason = self.last_usage = self.last_model = None
 
 
 def _as_html(text: str) -> str:

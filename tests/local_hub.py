@@ -10,7 +10,8 @@ over real sockets:
 
 `cut_after=N` makes the first full GET send N bytes and then drop the connection.
 `corrupt=True` serves the file with one byte changed. `etag=None` announces no checksum.
-Every request is recorded in `requests` as (method, path, Range header).
+Every request is recorded in `requests` as (method, path, Range header), so a test can check
+which revision was asked for (the path carries it, as on the hub).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The Phi catalog: the shipped CSV is complete, consistent and honest about its sources."""
+"""The Phi catalog: parsed once, complete, pinned, and honest about its sources."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 import pytest
@@ -16,6 +18,7 @@ SEED_NAMES = {
     "Phi-3-small-128k-instruct",
     "Phi-3-small-8k-instruct",
 }
+PULLABLE = [e for e in catalog.entries() if e.pullable]
 
 
 def test_dataframe_has_the_family_with_typed_columns():
@@ -28,6 +31,32 @@ def test_dataframe_has_the_family_with_typed_columns():
     assert df["released"].str.fullmatch(r"20\d\d-\d\d").all()
 
 
+def test_the_frame_is_built_from_the_entries_and_agrees_with_them():
+    df = catalog.load_catalog()
+    columns = [f.name for f in dataclasses.fields(catalog.Entry)]
+    assert list(df.columns) == columns + ["pullable", "gguf_size_gb"]
+    assert list(df["name"]) == [e.name for e in catalog.entries()]
+    for entry, (_, row) in zip(catalog.entries(), df.iterrows(), strict=True):
+        assert row["pullable"] == entry.pullable  # one `pullable`, the entry's
+        assert row["aliases"] == ";".join(entry.aliases)
+        assert bool(row["in_seed"]) == entry.in_seed and row["sha256"] == entry.sha256
+        if entry.pullable:
+            assert row["gguf_size_bytes"] == entry.gguf_size_bytes
+            assert row["gguf_size_gb"] == round(entry.gguf_size_bytes / 1e9, 2)
+        else:
+            assert math.isnan(row["gguf_size_bytes"])
+        if entry.active_parameters_b is None:
+            assert math.isnan(row["active_parameters_b"])
+
+
+def test_the_csv_is_parsed_once(monkeypatch, tmp_path):
+    catalog.entries()  # parsed (and cached) here ...
+    monkeypatch.setattr(catalog, "resources", None)  # ... so nothing may read the file again
+    assert len(catalog.load_catalog()) == len(catalog.entries())
+    assert len(catalog.seed_lifecycle()) == len(SEED_NAMES)
+    assert len(catalog.downloaded(tmp_path)) == len(PULLABLE)
+
+
 def test_seed_lifecycle_covers_the_six_github_models_names():
     life = catalog.seed_lifecycle()
     assert set(life["model"]) == SEED_NAMES
@@ -36,22 +65,50 @@ def test_seed_lifecycle_covers_the_six_github_models_names():
     assert set(life["replaced_by"]) <= known  # every replacement is itself in the catalog
 
 
-def test_pullable_entries_say_where_the_gguf_is_and_how_it_is_checked():
-    pullable = [e for e in catalog.entries() if e.pullable]
-    assert "phi-4-mini" in {e.name for e in pullable}
-    for e in pullable:
-        assert e.gguf_file.endswith(".gguf") and "/" in e.gguf_repo and e.gguf_quant
-        assert e.gguf_size_bytes > 1e9 and e.size_source
-        assert e.sha256_source, e.name  # every checksum (or its absence) has a stated source
-        if e.sha256:
-            assert re.fullmatch(r"[0-9a-f]{64}", e.sha256)
-            assert re.fullmatch(r"[0-9a-f]{40}", e.gguf_revision), (
-                "a pinned hash needs a pinned commit"
-            )
-        else:
-            assert "X-Linked-Etag" in e.sha256_source
-        assert e.url().startswith(f"https://huggingface.co/{e.gguf_repo}/resolve/")
-        assert e.local_file == f"{e.model}-{e.gguf_quant}.gguf"
+@pytest.mark.parametrize("e", PULLABLE, ids=lambda e: e.name)
+def test_every_pullable_gguf_is_pinned_to_a_commit_with_its_source(e):
+    assert e.gguf_file.endswith(".gguf") and "/" in e.gguf_repo and e.gguf_quant
+    assert re.fullmatch(r"[0-9a-f]{40}", e.gguf_revision) and e.pinned, e.gguf_revision
+    assert "/" in e.revision_source  # a repository + path, or a page
+    assert e.url() == (
+        f"https://huggingface.co/{e.gguf_repo}/resolve/{e.gguf_revision}/{e.gguf_file}"
+    )
+    assert e.url("http://127.0.0.1:9/").startswith(f"http://127.0.0.1:9/{e.gguf_repo}/resolve/")
+    assert e.local_file == f"{e.model}-{e.gguf_quant}.gguf"
+
+
+@pytest.mark.parametrize("e", PULLABLE, ids=lambda e: e.name)
+def test_sizes_are_positive_and_sourced(e):
+    assert e.gguf_size_bytes > 1e9 and e.size_source
+    if e.size_exact:  # an exact size is quoted, digit for digit, by its source
+        assert str(e.gguf_size_bytes) in e.size_source.replace(",", "")
+
+
+@pytest.mark.parametrize("e", PULLABLE, ids=lambda e: e.name)
+def test_sha256_is_pinned_or_its_absence_explained(e):
+    assert e.sha256_source, e.name  # every checksum (or its absence) has a stated source
+    if e.sha256:
+        assert re.fullmatch(r"[0-9a-f]{64}", e.sha256)
+    else:
+        assert "X-Linked-Etag" in e.sha256_source  # says why, and what pull checks instead
+
+
+def test_phi_4_mini_is_the_unsloth_file_other_projects_pin():
+    e = catalog.get("phi-4-mini")
+    assert (e.gguf_repo, e.gguf_file) == (
+        "unsloth/Phi-4-mini-instruct-GGUF",
+        "Phi-4-mini-instruct-Q4_K_M.gguf",
+    )
+    assert e.gguf_size_bytes == 2_491_874_272 and e.size_exact
+    assert e.local_file == "Phi-4-mini-instruct-Q4_K_M.gguf"  # what the server looks for
+
+
+def test_non_pullable_entries_have_no_url_and_say_why():
+    for e in catalog.entries():
+        if not e.pullable:
+            assert e.notes and not e.local_file
+            with pytest.raises(ValueError):
+                e.url()
 
 
 def test_names_resolve_case_insensitively_through_aliases():

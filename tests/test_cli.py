@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from phihelpers.config import load_settings
-from phihelpers.local import read_state, stop_local_server
+from phihelpers.local import stop_local_server
+from phihelpers.state import read_state
 
 SECRET = "phi-test-key-7d1c0a9e5b3f"
 
@@ -55,7 +56,9 @@ def test_doctor_when_no_server_runs(tmp_path):
     done = phi("doctor", env=private_env(tmp_path))
     assert done.returncode == 0
     assert "not running" in done.stdout
-    assert read_state(load_settings(env={"PHI_STATE_DIR": str(tmp_path)})) is None  # not started
+    assert (
+        read_state(load_settings(env={"PHI_STATE_DIR": str(tmp_path)}).state_dir) is None
+    )  # not started
 
 
 @pytest.fixture
@@ -71,7 +74,7 @@ def test_start_doctor_status_stop_with_a_key_never_show_it(keyed_server_env):
     started = phi("start", env=env)
     assert started.returncode == 0, started.stderr
     assert "local model server: http://127.0.0.1:" in started.stdout
-    state = read_state(load_settings(env={"PHI_STATE_DIR": env["PHI_STATE_DIR"]}))
+    state = read_state(load_settings(env={"PHI_STATE_DIR": env["PHI_STATE_DIR"]}).state_dir)
     assert state["key_required"] is True
 
     doctor = phi("doctor", env=env)

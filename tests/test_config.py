@@ -11,9 +11,11 @@ from phihelpers.config import (
     DEFAULT_LOCAL_PORT,
     DEFAULT_N_CTX,
     NO_KEY,
+    RECIPES,
     BackendRetiredError,
     ConfigError,
     load_settings,
+    retired_endpoint_message,
 )
 
 SECRET = "sk-test-0123456789-very-secret"
@@ -88,68 +90,204 @@ def test_port_zero_means_any_free_port():
 
 def test_unknown_backend_lists_the_choices():
     with pytest.raises(ConfigError) as err:
-        load_settings(env={"PHI_BACKEND": "ollama"})
+        load_settings(env={"PHI_BACKEND": "lmstudio"})
     message = str(err.value)
-    assert "PHI_BACKEND='ollama'" in message
-    for choice in ("local", "azure", "openai", "github"):
+    assert "PHI_BACKEND='lmstudio'" in message
+    for choice in ("local", "azure", "openai", "github", *RECIPES):
         assert choice in message
 
 
-# -- azure -------------------------------------------------------------------------------
-def test_azure_settings():
+# -- azure: Microsoft Foundry's OpenAI v1 API --------------------------------------------------
+V1 = "https://res.openai.azure.com/openai/v1"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "https://res.openai.azure.com/openai/v1/",  # what the portal shows
+        "https://res.openai.azure.com/openai/v1",
+        "https://res.openai.azure.com",  # the resource root
+        "https://res.openai.azure.com/",
+        "https://res.openai.azure.com/openai",
+        "https://res.openai.azure.com/openai/v1/?api-version=preview",  # v1 takes none
+    ],
+)
+def test_azure_v1_endpoint_with_a_key(given):
+    s = load_settings(
+        env={"PHI_BACKEND": "azure", "AZURE_OPENAI_ENDPOINT": given, "AZURE_OPENAI_API_KEY": SECRET}
+    )
+    assert s.backend == "azure" and s.recipe is None
+    assert s.endpoint == s.openai_base_url == V1
+    assert s.model == DEFAULT_AZURE_MODEL
+    assert s.auth == "key" and s.key_is_set and not s.keyless
+    assert s.credential_key == SECRET
+
+
+def test_azure_resource_root_on_the_services_domain_gets_openai_v1():
     s = load_settings(
         env={
             "PHI_BACKEND": "azure",
-            "AZURE_AI_ENDPOINT": "https://res.services.ai.azure.com/models/",
-            "AZURE_AI_API_KEY": SECRET,
+            "AZURE_OPENAI_ENDPOINT": "https://res.services.ai.azure.com/",
+            "AZURE_OPENAI_API_KEY": SECRET,
         }
     )
-    assert s.backend == "azure"
-    assert s.endpoint == "https://res.services.ai.azure.com/models"
-    assert s.model == DEFAULT_AZURE_MODEL
-    assert s.credential_key == SECRET and s.key_is_set
     assert s.openai_base_url == "https://res.services.ai.azure.com/openai/v1"
 
 
-def test_azure_model_name_from_phi_model():
+def test_azure_endpoint_with_another_path_is_taken_as_given():
+    """A gateway, or a local stand-in such as the project's own server under /v1."""
+    s = load_settings(
+        env={"PHI_BACKEND": "azure", "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:8765/v1/"}
+    )
+    assert s.openai_base_url == s.endpoint == "http://127.0.0.1:8765/v1"
+
+
+def test_azure_model_is_the_deployment_name():
     s = load_settings(
         env={
             "PHI_BACKEND": "azure",
-            "AZURE_AI_ENDPOINT": "https://res.services.ai.azure.com/models",
-            "AZURE_AI_API_KEY": SECRET,
+            "AZURE_OPENAI_ENDPOINT": V1,
+            "AZURE_OPENAI_API_KEY": SECRET,
             "PHI_MODEL": "my-phi-deployment",
         }
     )
     assert s.model == "my-phi-deployment"
 
 
-@pytest.mark.parametrize(
-    ("env", "missing"),
-    [
-        ({}, ["AZURE_AI_ENDPOINT", "AZURE_AI_API_KEY"]),
-        ({"AZURE_AI_API_KEY": SECRET}, ["AZURE_AI_ENDPOINT"]),
-        ({"AZURE_AI_ENDPOINT": "https://res.services.ai.azure.com/models"}, ["AZURE_AI_API_KEY"]),
-    ],
-)
-def test_azure_missing_variables_are_named(env, missing):
+def test_azure_older_variable_names_are_still_read_and_the_new_ones_win():
+    old = load_settings(
+        env={
+            "PHI_BACKEND": "azure",
+            "AZURE_AI_ENDPOINT": "https://res.openai.azure.com",
+            "AZURE_AI_API_KEY": SECRET,
+        }
+    )
+    assert old.openai_base_url == V1 and old.credential_key == SECRET
+    both = load_settings(
+        env={
+            "PHI_BACKEND": "azure",
+            "AZURE_AI_ENDPOINT": "https://res.services.ai.azure.com/models",  # retired, ignored
+            "AZURE_AI_API_KEY": "old-key",
+            "AZURE_OPENAI_ENDPOINT": "https://new.openai.azure.com/openai/v1/",
+            "AZURE_OPENAI_API_KEY": SECRET,
+        }
+    )
+    assert both.openai_base_url == "https://new.openai.azure.com/openai/v1"
+    assert both.credential_key == SECRET
+
+
+class FakeCredential:
+    """Stands in for an azure-identity credential: only get_token, never called here."""
+
+    def get_token(self, *scopes, **kwargs):  # pragma: no cover - load_settings must not call it
+        raise AssertionError("load_settings() must not fetch a token")
+
+
+def test_azure_without_a_key_is_keyless_and_load_settings_fetches_nothing():
+    fake = FakeCredential()
+    s = load_settings(env={"PHI_BACKEND": "azure", "AZURE_OPENAI_ENDPOINT": V1}, credential=fake)
+    assert s.auth == "entra" and s.keyless and not s.key_is_set
+    assert s.credential is fake and s.token_provider is None
+    assert "keyless" in repr(s)
+    with pytest.raises(ConfigError) as err:  # the token comes from connect(), not from here
+        _ = s.credential_key
+    assert "connect()" in str(err.value)
+
+
+def test_an_injected_credential_is_ignored_when_a_key_is_set():
+    s = load_settings(
+        env={"PHI_BACKEND": "azure", "AZURE_OPENAI_ENDPOINT": V1, "AZURE_OPENAI_API_KEY": SECRET},
+        credential=FakeCredential(),
+    )
+    assert s.credential is None and s.key_is_set
+
+
+def test_azure_without_an_endpoint_says_what_to_set():
     with pytest.raises(ConfigError) as err:
-        load_settings(env={"PHI_BACKEND": "azure", **env})
+        load_settings(env={"PHI_BACKEND": "azure", "AZURE_OPENAI_API_KEY": SECRET})
     message = str(err.value)
-    for name in missing:
-        assert name in message
-    assert "Azure AI Foundry" in message  # and where to find them
+    for words in (
+        "AZURE_OPENAI_ENDPOINT",
+        "https://<resource>.openai.azure.com/openai/v1/",
+        "AZURE_OPENAI_API_KEY",
+        "Microsoft Foundry",
+        "Entra ID",
+    ):
+        assert words in message
     assert SECRET not in message
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["https://models.inference.ai.azure.com", "https://models.github.ai/inference"]
+    ("given", "words"),
+    [
+        ("res.openai.azure.com", "not an http(s) URL"),
+        (
+            "https://res.openai.azure.com/openai/deployments/phi/chat/completions?api-version=x",
+            "AZURE_OPENAI_ENDPOINT=https://res.openai.azure.com/openai/v1/",
+        ),
+        (
+            "https://res.services.ai.azure.com/api/projects/proj",
+            "AZURE_OPENAI_ENDPOINT=https://res.openai.azure.com/openai/v1/",
+        ),
+    ],
 )
-def test_azure_pointed_at_github_models_explains_the_retirement(endpoint):
+def test_azure_endpoint_of_a_wrong_shape_says_the_right_one(given, words):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"PHI_BACKEND": "azure", "AZURE_OPENAI_ENDPOINT": given})
+    assert words in str(err.value)
+    assert not isinstance(err.value, BackendRetiredError)
+
+
+# -- retired endpoint shapes: one paragraph, what and when, and the values to use instead ----
+RETIRED = [
+    ("azure", "AZURE_AI_ENDPOINT", "https://res.services.ai.azure.com/models"),
+    ("azure", "AZURE_OPENAI_ENDPOINT", "https://res.services.ai.azure.com/models/"),
+    ("azure", "AZURE_AI_ENDPOINT", "https://models.inference.ai.azure.com"),
+    ("azure", "AZURE_OPENAI_ENDPOINT", "https://models.github.ai/inference"),
+    ("openai", "OPENAI_BASE_URL", "https://models.inference.ai.azure.com"),
+    ("openai", "OPENAI_BASE_URL", "https://models.github.ai/inference/"),
+    ("openai", "OPENAI_BASE_URL", "https://res.services.ai.azure.com/models"),
+    ("ollama", "OPENAI_BASE_URL", "https://models.github.ai/inference"),
+]
+
+
+def _one_paragraph(message: str) -> None:
+    assert "\n" not in message.strip()
+    for fact in ("2026-07-30", "410", "October 2025", "2026-08-26", "azure-ai-inference"):
+        assert fact in message, fact
+    assert "Use instead" in message or "set PHI_BACKEND=azure" in message
+
+
+@pytest.mark.parametrize(("backend", "name", "url"), RETIRED)
+def test_retired_endpoints_are_answered_with_one_paragraph(backend, name, url):
+    with pytest.raises(BackendRetiredError) as err:
+        load_settings(env={"PHI_BACKEND": backend, name: url, "AZURE_AI_API_KEY": SECRET})
+    message = str(err.value)
+    assert isinstance(err.value, ConfigError)
+    assert f"{name}={url}" in message  # what the user set
+    _one_paragraph(message)
+    assert "PHI_BACKEND=azure" in message and "AZURE_OPENAI_ENDPOINT=https://" in message
+    assert SECRET not in message
+
+
+def test_a_retired_foundry_endpoint_gets_its_own_resources_v1_url():
     with pytest.raises(BackendRetiredError) as err:
         load_settings(
-            env={"PHI_BACKEND": "azure", "AZURE_AI_ENDPOINT": endpoint, "AZURE_AI_API_KEY": "x"}
+            env={
+                "PHI_BACKEND": "azure",
+                "AZURE_AI_ENDPOINT": "https://contoso-ai.services.ai.azure.com/models",
+            }
         )
-    assert "retired" in str(err.value)
+    message = str(err.value)
+    assert "Azure AI Model Inference API" in message
+    assert "AZURE_OPENAI_ENDPOINT=https://contoso-ai.openai.azure.com/openai/v1/" in message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://res.openai.azure.com/openai/v1", "https://res.services.ai.azure.com"]
+)
+def test_current_foundry_urls_are_not_called_retired(url):
+    assert retired_endpoint_message("AZURE_OPENAI_ENDPOINT", url) is None
 
 
 # -- openai ------------------------------------------------------------------------------
@@ -161,7 +299,7 @@ def test_openai_settings():
             "PHI_MODEL": "phi4-mini",
         }
     )
-    assert s.backend == "openai"
+    assert s.backend == "openai" and s.recipe is None
     assert s.endpoint == s.openai_base_url == "http://localhost:11434/v1"
     assert s.model == "phi4-mini"
     assert not s.key_is_set and s.credential_key == NO_KEY  # the key is optional
@@ -173,19 +311,27 @@ def test_openai_settings():
             "OPENAI_API_KEY": SECRET,
         }
     )
-    assert s.credential_key == SECRET
+    assert s.credential_key == SECRET and s.key_is_set
 
 
-def test_openai_without_base_url_names_it():
+def test_openai_without_base_url_names_it_and_the_recipes():
     with pytest.raises(ConfigError) as err:
         load_settings(env={"PHI_BACKEND": "openai", "PHI_MODEL": "phi4-mini"})
-    assert "OPENAI_BASE_URL" in str(err.value)
+    message = str(err.value)
+    assert "OPENAI_BASE_URL" in message
+    for name in RECIPES:
+        assert name in message
 
 
-def test_openai_without_model_names_phi_model():
+def test_openai_model_is_optional_connect_asks_the_server():
+    s = load_settings(env={"PHI_BACKEND": "openai", "OPENAI_BASE_URL": "http://localhost:8000/v1"})
+    assert s.model is None  # connect() fills it in from GET /models (tests/test_clients.py)
+
+
+def test_openai_base_url_must_be_a_url():
     with pytest.raises(ConfigError) as err:
-        load_settings(env={"PHI_BACKEND": "openai", "OPENAI_BASE_URL": "http://localhost:8000/v1"})
-    assert "PHI_MODEL" in str(err.value)
+        load_settings(env={"PHI_BACKEND": "openai", "OPENAI_BASE_URL": "localhost:11434"})
+    assert "OPENAI_BASE_URL" in str(err.value) and "not an http(s) URL" in str(err.value)
 
 
 # -- github (retired) --------------------------------------------------------------------
@@ -195,8 +341,9 @@ def test_github_backend_is_retired_and_says_what_to_do(value):
         load_settings(env={"PHI_BACKEND": value, "GITHUB_TOKEN": SECRET})
     message = str(err.value)
     assert isinstance(err.value, ConfigError)  # callers that catch ConfigError catch this too
-    assert "retired" in message and "410" in message
-    for name in ("PHI_BACKEND=local", "AZURE_AI_ENDPOINT", "OPENAI_BASE_URL"):
+    assert "retired" in message
+    _one_paragraph(message)
+    for name in ("PHI_BACKEND=local", "AZURE_OPENAI_ENDPOINT=", "OPENAI_BASE_URL="):
         assert name in message
     assert SECRET not in message
 
@@ -208,9 +355,10 @@ def test_github_backend_is_retired_and_says_what_to_do(value):
         {"PHI_LOCAL_API_KEY": SECRET},
         {
             "PHI_BACKEND": "azure",
-            "AZURE_AI_ENDPOINT": "https://res.services.ai.azure.com/models",
-            "AZURE_AI_API_KEY": SECRET,
+            "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/openai/v1/",
+            "AZURE_OPENAI_API_KEY": SECRET,
         },
+        {"PHI_BACKEND": "ollama", "OPENAI_API_KEY": SECRET},
         {
             "PHI_BACKEND": "openai",
             "OPENAI_BASE_URL": "http://localhost:8000/v1",
@@ -242,6 +390,9 @@ def clean_env(monkeypatch, tmp_path):
         "PHI_STATE_DIR",
         "AZURE_AI_ENDPOINT",
         "AZURE_AI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_BASE_URL",
         "OPENAI_BASE_URL",
         "OPENAI_API_KEY",
     ):
@@ -253,13 +404,13 @@ def clean_env(monkeypatch, tmp_path):
 def test_dotenv_file_is_read(clean_env):
     (clean_env / ".env").write_text(
         "PHI_BACKEND=azure\n"
-        "AZURE_AI_ENDPOINT=https://res.services.ai.azure.com/models\n"
-        f"AZURE_AI_API_KEY={SECRET}\n"
+        "AZURE_OPENAI_ENDPOINT=https://res.openai.azure.com/openai/v1/\n"
+        f"AZURE_OPENAI_API_KEY={SECRET}\n"
         "PHI_MODEL=Phi-4-mini-instruct\n"
     )
     s = load_settings()
     assert s.backend == "azure"
-    assert s.endpoint == "https://res.services.ai.azure.com/models"
+    assert s.endpoint == "https://res.openai.azure.com/openai/v1"
     assert s.credential_key == SECRET
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from phihelpers.config import load_settings
 from phihelpers import state as state_files
+from phihelpers.config import load_settings
 from phihelpers.local import (
     LocalServerError,
     ensure_local_server,

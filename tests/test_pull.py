@@ -8,12 +8,10 @@ a real local model server, and a request that names it gets its answer.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,10 @@ from local_hub import LocalHub, sha256_of
 from tqdm import tqdm
 
 from phihelpers.catalog import get
+from phihelpers.launcher import LocalServerError, spawn, wait_until_ready
 from phihelpers.pull import PullError, pull
 from phihelpers.server.engine import default_model_path
+from phihelpers.state import url_of
 
 SHIPPED = default_model_path()
 SIZE = SHIPPED.stat().st_size
@@ -35,7 +35,8 @@ def shipped_sha() -> str:
 
 @pytest.fixture
 def entry(shipped_sha):
-    """A catalog entry like phi-4-mini's, pointing at the shipped file, with its real SHA-256."""
+    """A catalog entry like phi-4-mini's (and pinned to its commit), pointing at the shipped
+    file, with its real SHA-256."""
     return dataclasses.replace(
         get("phi-4-mini"),
         name="tiny-pulled",
@@ -43,7 +44,6 @@ def entry(shipped_sha):
         aliases=(),
         gguf_repo="local/tiny-GGUF",
         gguf_file=SHIPPED.name,
-        gguf_revision="main",
         gguf_quant="Q4_1",
         gguf_size_bytes=SIZE,
         sha256=shipped_sha,
@@ -71,6 +71,24 @@ def test_pull_downloads_verifies_and_shows_progress(tmp_path, entry, capsys):
     # the hub's HEAD (with the announced checksum) came before the one GET, which had no Range
     assert [r[0] for r in hub.requests][:1] == ["HEAD"]
     assert hub.gets() == [("GET", f"/cdn/{SHIPPED.name}", None)]
+
+
+def test_pull_asks_for_the_pinned_commit_not_main(tmp_path, entry):
+    with LocalHub(SHIPPED) as hub:
+        pull(entry, tmp_path, hub.endpoint, progress=False)
+    pinned = f"/local/tiny-GGUF/resolve/{entry.gguf_revision}/{SHIPPED.name}"
+    assert hub.requests[0][:2] == ("HEAD", pinned)
+    assert all("/resolve/main/" not in path for _, path, _ in hub.requests)
+
+
+@pytest.mark.parametrize("revision", ["main", "", "v1.0", "78eb92a"])
+def test_an_entry_not_pinned_to_a_commit_is_refused_before_any_request(tmp_path, entry, revision):
+    unpinned = dataclasses.replace(entry, gguf_revision=revision)
+    with LocalHub(SHIPPED) as hub:
+        with pytest.raises(PullError, match="not pinned to a repository commit"):
+            pull(unpinned, tmp_path / "models", hub.endpoint, progress=False)
+        assert hub.requests == []
+    assert not (tmp_path / "models").exists()
 
 
 def test_second_pull_does_not_fetch_again(tmp_path, entry):
@@ -171,28 +189,18 @@ def test_cli_pull_reports_offline(tmp_path):
 
 
 def _start_server(state_dir: Path, models_dir: Path, **extra_env) -> tuple[subprocess.Popen, str]:
+    """The launcher's spawn() and wait; ("", proc) when the server exits during start-up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHI_")}
     env.update(PHI_MODELS_DIR=str(models_dir), PHI_STATE_DIR=str(state_dir), **extra_env)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "serve.log", "w") as log:  # a file, so a chatty server never blocks
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "phihelpers", "serve", "--port", "0"]
-            + ["--state-dir", str(state_dir)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return proc, ""
-        try:
-            state = json.loads((state_dir / "server.json").read_text())
-            return proc, f"http://127.0.0.1:{state['port']}"
-        except (OSError, ValueError, KeyError):
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
+    proc = spawn(state_dir, ["--port", "0"], env=env)
+    try:
+        state = wait_until_ready(proc, state_dir, timeout=90)
+    except LocalServerError:
+        if proc.poll() is None:
+            proc.kill()
+            raise AssertionError("server did not start") from None
+        return proc, ""
+    return proc, url_of(state)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -216,7 +224,7 @@ def test_pulled_model_is_served_when_a_request_names_it(tmp_path, entry):
         pull(entry, models, hub.endpoint, progress=False)
     proc, endpoint = _start_server(tmp_path / "state", models)
     try:
-        assert endpoint, (tmp_path / "state" / "serve.log").read_text()
+        assert endpoint, (tmp_path / "state" / "server.log").read_text()
         client = ChatCompletionsClient(endpoint=endpoint, credential=AzureKeyCredential("x"))
         ask = [UserMessage(content="Say hello.")]
 
@@ -251,13 +259,13 @@ def test_phi_model_setting_picks_the_pulled_model_or_explains(tmp_path, entry):
         pull(entry, models, hub.endpoint, progress=False)
     proc, endpoint = _start_server(tmp_path / "s1", models, PHI_MODEL="Tiny-Pulled-Model")
     try:
-        assert endpoint, (tmp_path / "s1" / "serve.log").read_text()
+        assert endpoint, (tmp_path / "s1" / "server.log").read_text()
         assert httpx.get(endpoint + "/info").json()["model_name"] == "Tiny-Pulled-Model"
     finally:
         _stop(proc)
 
     proc, endpoint = _start_server(tmp_path / "s2", models, PHI_MODEL="phi-4-mini")
     proc.wait(timeout=60)
-    out = (tmp_path / "s2" / "serve.log").read_text()
+    out = (tmp_path / "s2" / "server.log").read_text()
     assert endpoint == "" and proc.returncode == 2
     assert "python -m phihelpers pull phi-4-mini" in out and "Traceback" not in out

@@ -29,16 +29,32 @@ def body(**fields) -> dict:
 
 def tool(name: str = "get_weather", description: str = "The weather in a city.", **schema) -> dict:
     parameters = {"type": "object", "properties": {"city": {"type": "string"}}, **schema}
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
 
 
 WEATHER = tool()
 # A history in which the assistant called get_weather (id call_1).
 CALLED = [
     {"role": "user", "content": "Weather in Oslo?"},
-    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+            }
+        ],
+    },
 ]
-JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+JSON_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "answer", "schema": {"type": "object"}},
+}
 
 
 def part(kind: str, **fields) -> list:

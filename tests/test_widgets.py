@@ -165,3 +165,47 @@ def test_widget_is_findable_in_a_page(session):
     assert chat.send_button.description == "Send"
     bundle = chat._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_session_remembers_the_model_that_answered(session, settings):
+    """Lesson 06 prints a sentence about the answer from `last_model`, the answer's own
+    `model` field (the local server names the model it really used)."""
+    assert session.last_model is None
+    session.send("Hi.")
+    assert session.last_model == settings.model
+    session.reset()
+    assert session.last_model is None
+
+
+def test_session_without_usage_in_the_stream_still_answers(session, recorder, monkeypatch):
+    """Many OpenAI-compatible servers send no usage update in a stream: `last_usage` is then
+    None, the answer and the history are complete, and the widget's status line says no count."""
+    real_complete = session.client.complete
+
+    def complete_without_usage(**kwargs):
+        for update in real_complete(**kwargs):
+            update.usage = None  # as llama-cpp-python's server streams
+            yield update
+
+    class NoUsage:  # what client.complete(stream=True) returns: iterable and a context manager
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __iter__(self):
+            return iter(self.stream)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(
+        session.client, "complete", lambda **kw: NoUsage(complete_without_usage(**kw))
+    )
+    chat = ChatWidget(session)
+    chat.message.value = "Hi."
+    chat.send_button.click()
+    assert session.last_usage is None
+    assert [m.role for m in session.history] == ["user", "assistant"]
+    assert chat.status.value.startswith("Done (") and "tokens" not in chat.status.value

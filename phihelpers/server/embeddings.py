@@ -22,7 +22,7 @@ from .errors import bad_request
 from .guards import authenticate, check_content_type, read_body
 from .schema import EmbeddingsRequest, describe
 
-EMBEDDING_PATHS = ("/embeddings", "/v1/embeddings", "/models/embeddings")
+EMBEDDING_PATHS = ("/embeddings", "/v1/embeddings", "/models/embeddings", "/openai/v1/embeddings")
 
 router = APIRouter()
 
@@ -83,5 +83,8 @@ async def embeddings(request: Request, caller: str = Depends(authenticate)) -> d
 
 for _path in EMBEDDING_PATHS:
     router.add_api_route(
-        _path, embeddings, methods=["POST"], include_in_schema=_path != "/models/embeddings"
+        _path,
+        embeddings,
+        methods=["POST"],
+        include_in_schema=_path in ("/embeddings", "/v1/embeddings"),
     )

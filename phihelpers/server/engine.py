@@ -59,9 +59,18 @@ def schema_to_grammar(schema: dict) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # a converter of the caller's input: any failure is theirs to fix
         raise ValueError(f"this JSON schema cannot be turned into a grammar: {exc!r}") from None
+    # llama-cpp-python 0.3.36's string character rule lets raw control characters (a newline,
+    # a tab) into JSON strings, which no JSON parser accepts; llama.cpp's own converter excludes
+    # them. Use llama.cpp's rule.
+    lines = [JSON_CHAR_RULE if line.startswith("char ::= ") else line for line in gbnf.splitlines()]
+    return "\n".join(lines)
+
+
+# llama.cpp's grammars/json.gbnf and json-schema-to-grammar: no ", no \\, no control characters.
+JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
 def model_name_from_path(path: Path) -> str:

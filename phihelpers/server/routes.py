@@ -3,7 +3,8 @@
     POST /chat/completions?api-version=...    azure-ai-inference (what the seed's code calls)
     GET  /info                                client.get_model_info()
     POST /v1/chat/completions, GET /v1/models the openai SDK, curl, LangChain, ...
-    POST /models/chat/completions, GET /models/info   the former Azure AI Foundry endpoint shape
+    POST /models/chat/completions, GET /models/info   the retired Azure AI Foundry endpoint shape
+    POST /openai/v1/chat/completions, GET /openai/v1/models   Microsoft Foundry's OpenAI v1 shape
     GET  /health                              readiness (no key needed)
 
 Everything is validated before the first byte is sent, so a bad request gets a 4xx in the
@@ -39,7 +40,15 @@ ROUTES_HELP = (
     "GET /v1/models."
 )
 
-CHAT_PATHS = ("/chat/completions", "/v1/chat/completions", "/models/chat/completions")
+# /models/...: the retired Azure AI Model Inference endpoint shape; /openai/v1/...: Microsoft
+# Foundry's OpenAI v1 API, so the server stands in for a Foundry resource's root URL too.
+CHAT_PATHS = (
+    "/chat/completions",
+    "/v1/chat/completions",
+    "/models/chat/completions",
+    "/openai/v1/chat/completions",
+)
+HIDDEN = ("/models/", "/openai/")  # aliases kept out of the OpenAPI schema
 
 router = APIRouter()
 
@@ -205,9 +214,10 @@ for _path in CHAT_PATHS:
         chat,
         methods=["POST"],
         openapi_extra=_CHAT_BODY,
-        include_in_schema=_path != "/models/chat/completions",
+        include_in_schema=not _path.startswith(HIDDEN),
     )
 _get("/info", info)
 _get("/models/info", info, include_in_schema=False)
 _get("/v1/models", models)
+_get("/openai/v1/models", models, include_in_schema=False)
 _get("/health", health)
