@@ -44,3 +44,38 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     assert "| short | ours/openai |" in proc.stdout
     if "peer/openai" not in results["single"]:
         assert "skipped:" in proc.stdout and results["skipped"]["peer"]
+
+
+@pytest.mark.slow
+def test_tool_calling_benchmark_runs_and_scores_both_ways(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_tools.py", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "tools.json").read_text())
+    assert results["prompts"] == 3 and set(results["totals"]) == {"before", "after"}
+    assert results["totals"]["after"]["valid"] == 3  # the grammar: every call validates
+    assert "| grammar (tools API) | 3/3 |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_retrieval_benchmark_runs_and_the_served_embedder_leads(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_retrieval.py", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "retrieval.json").read_text())
+    served, chat = results["all-MiniLM-L6-v2 (mean), served"], results["SmolLM2-135M (last token)"]
+    for name in ("toy set (10)", "lesson passages (20)"):
+        assert {"right_at_1", "n", "mrr"} <= served[name].keys()
+        # Embeddings are deterministic: a drop here means the conversion broke, not bad luck.
+        assert served[name]["right_at_1"] > chat[name]["right_at_1"], (name, served, chat)
+    assert "| all-MiniLM-L6-v2 (mean), served |" in proc.stdout

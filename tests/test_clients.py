@@ -24,7 +24,7 @@ from phihelpers.config import (
 )
 from phihelpers.local import running_server
 
-SECRET = "sk-clients-test-8a7b6c5d4e"
+SECRET = "not-a-real-key-clients-8a7b6c5d4e"
 
 QUESTION = "What is the capital of France?"
 MAX_TOKENS = 24

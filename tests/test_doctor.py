@@ -20,7 +20,7 @@ from openai_stub import OpenAIStub
 from phihelpers.config import GITHUB_RETIRED_MESSAGE
 from phihelpers.doctor import doctor
 
-SECRET = "sk-doctor-test-3c2b1a0f9e"
+SECRET = "not-a-real-key-doctor-3c2b1a0f9e"
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from phihelpers import connect
 from phihelpers.config import NO_KEY, RECIPES, BackendUnreachableError, ConfigError, load_settings
 from phihelpers.recipes import parse_foundry_status
 
-SECRET = "sk-recipe-test-5e1f0c2b9a"
+SECRET = "not-a-real-key-recipe-5e1f0c2b9a"
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,9 @@ def test_an_explicit_max_tokens_may_exceed_the_default_cap_but_not_the_window():
     [
         ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
         ({"stop": [""]}, "non-empty"),
-        ({"tools": [{"type": "function"}]}, "Tool calling"),
+        ({"logprobs": True}, "logprobs is not supported"),
+        ({"logit_bias": {"1": 2}}, "logit_bias is not supported"),
+        ({"response_format": {"type": "json_schema"}}, "needs a json_schema object"),
     ],
 )
 def test_fields_that_cannot_be_honoured_are_a_400_that_says_why(body, words):

@@ -20,11 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .admin import install as install_admin
 from .embeddings import router as embeddings_router
 from .engine import Engine
 from .errors import ApiError, error_response
 from .limits import Gate
 from .models import ModelRegistry
+from .origin import HostAndOriginGuard
 from .routes import ROUTES_HELP, router
 from .settings import ServeSettings
 
@@ -146,10 +148,12 @@ def create_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
         )
+    app.add_middleware(HostAndOriginGuard, settings=settings)  # outermost: before any work
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(router)
     app.include_router(embeddings_router)
+    install_admin(app)  # attendee keys (--keys-file), the usage count, GET /admin/usage
     return app

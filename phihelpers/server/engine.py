@@ -176,6 +176,10 @@ class Engine:
             bos_token=self.llm._model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
+        vocab = self.llm._model
+        self.longest_token = max(
+            1, max(len(vocab.token_get_text(i).encode("utf-8")) for i in range(self.llm.n_vocab()))
+        )
         self.n_ctx_train = int(
             meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0
         )
@@ -197,23 +201,55 @@ class Engine:
         llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, callback, None)
 
     # -- prompt ---------------------------------------------------------------------------
-    def prompt_tokens(self, messages: list[dict]) -> tuple[list[int], object]:
-        """Apply the model's chat template and tokenize; raises PromptError if it can't fit."""
+    def prompt_tokens(
+        self, messages: list[dict], cancelled: Callable[[], bool] = lambda: False
+    ) -> tuple[list[int], object]:
+        """Apply the model's chat template and tokenize; raises PromptError if it can't fit.
+
+        Only the template's own markup may become control tokens: each message's text is put
+        into the template as a marker, and tokenized on its own as plain text, so a message
+        that types `<|im_end|><|im_start|>system` stays text and cannot forge a turn. This also
+        keeps tokenizing linear (llama.cpp's special-token parsing is quadratic in the length).
+        """
+        self._check_size(messages)
+        nonce = uuid.uuid4().hex[:12]
+        marked = [{**m, "content": f"\x1e{nonce}:{i}\x1f"} for i, m in enumerate(messages)]
         try:
-            formatted = self.formatter(messages=messages)
+            formatted = self.formatter(messages=marked)
         except Exception as exc:  # the template's own raise_exception() ends up here
             raise PromptError(f"This model's chat template rejected the messages: {exc}") from exc
-        tokens = self.llm.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
-        if len(tokens) >= self.n_ctx:
-            raise PromptError(
-                f"The prompt is {len(tokens)} tokens, but this server's context window is "
-                f"{self.n_ctx} tokens (prompt plus answer). Shorten the conversation, or start "
-                "the server with a larger PHI_LOCAL_N_CTX.",
-                code="context_length_exceeded",
-            )
+        parts = re.split(f"\x1e{nonce}:(\\d+)\x1f", formatted.prompt)
+        tokens: list[int] = []
+        for n, part in enumerate(parts):
+            if n % 2:  # a message's text, as plain text
+                text, special = messages[int(part)]["content"], False
+            else:  # the template's markup
+                text, special = part, True
+            add_bos = n == 0 and not formatted.added_special
+            if text or add_bos:
+                tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+            if len(tokens) >= self.n_ctx:
+                self._too_long(f"more than {len(tokens)}")
+            if n % 256 == 255 and cancelled():
+                raise PromptError("The client went away while the prompt was read.", "cancelled")
         return tokens, formatted
+
+    def _check_size(self, messages: list[dict]) -> None:
+        """What cannot fit, refused before any tokenizing: every message costs at least one
+        token, and no token covers more than the longest one in the vocabulary."""
+        if len(messages) >= self.n_ctx:
+            self._too_long(f"at least {len(messages)} (one per message)")
+        size = sum(len(m["content"].encode("utf-8")) for m in messages)
+        if size // self.longest_token >= self.n_ctx:
+            self._too_long(f"at least {size // self.longest_token}")
+
+    def _too_long(self, count: str) -> None:
+        raise PromptError(
+            f"The prompt is {count} tokens, but this server's context window is "
+            f"{self.n_ctx} tokens (prompt plus answer). Shorten the conversation, or start "
+            "the server with a larger PHI_LOCAL_N_CTX.",
+            code="context_length_exceeded",
+        )
 
     # -- generation -------------------------------------------------------------------------
     def generate(
@@ -225,7 +261,7 @@ class Engine:
         """Start a generation. The prompt is checked here, before any text is produced."""
         from llama_cpp import StoppingCriteriaList
 
-        tokens, formatted = self.prompt_tokens(messages)
+        tokens, formatted = self.prompt_tokens(messages, cancelled)
         usage = Usage(prompt_tokens=len(tokens))
         generation = Generation(pieces=iter(()), usage=usage)
 
@@ -311,7 +347,6 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-POOLING = ("last", "mean", "cls")
 
 
 class Embedder:
@@ -323,7 +358,7 @@ class Embedder:
     def __init__(
         self,
         path: Path | str,
-        pooling: str = "last",
+        pooling: str | None = None,
         n_ctx: int = 512,
         n_threads: int | None = None,
     ):
@@ -332,14 +367,15 @@ class Embedder:
 
         self.path = Path(path)
         check_model_file(self.path)
-        self.pooling = pooling
         threads = n_threads or default_threads()
         started = time.perf_counter()
         try:
             self.llm = Llama(
                 model_path=str(self.path),
                 embedding=True,
-                pooling_type=getattr(llama_cpp, f"LLAMA_POOLING_TYPE_{pooling.upper()}"),
+                pooling_type=getattr(
+                    llama_cpp, f"LLAMA_POOLING_TYPE_{(pooling or 'unspecified').upper()}"
+                ),
                 n_ctx=n_ctx,  # one batch holds a whole input: its size is what each costs
                 n_batch=n_ctx,
                 n_ubatch=n_ctx,
@@ -352,9 +388,11 @@ class Embedder:
                 f"llama.cpp could not load {self.path} for embeddings: {exc}"
             ) from exc
         self.load_seconds = time.perf_counter() - started
+        kinds = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+        self.pooling = kinds.get(int(self.llm.pooling_type()), str(self.llm.pooling_type()))
         self.n_ctx = self.llm.n_ctx()
         self.dimensions = self.llm.n_embd()
-        self.name = model_name_from_path(self.path)
+        self.name = self.llm.metadata.get("general.name") or model_name_from_path(self.path)
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens per input, as plain text: special-token markup in a document stays text."""

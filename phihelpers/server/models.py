@@ -26,6 +26,7 @@ PHI_LOCAL_THREADS or all cores but one.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from pathlib import Path
 
 from .. import catalog
 from ..config import Settings
+from ..pull import SIDECAR
+from .embedding_model import shipped_gguf
 from .engine import Embedder, Engine, ModelFileError, default_model_path, model_name_from_path
 from .errors import ApiError
 
@@ -62,6 +65,31 @@ def not_downloaded_message(entry: catalog.Entry, models_dir: Path | None) -> str
     )
 
 
+PULL_RECORD = SIDECAR  # the record `pull` writes beside a verified file: its size and hash
+
+
+def incomplete(path: Path) -> str | None:
+    """Why a GGUF in the models dir is not a complete model file, or None if it is."""
+    size = path.stat().st_size
+    record = path.with_name(path.name + PULL_RECORD)
+    expected = None
+    if record.is_file():
+        try:
+            expected = int(json.loads(record.read_text())["size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"its pull record {record.name} cannot be read"
+    else:
+        entry = next((e for e in catalog.entries() if e.local_file == path.name), None)
+        if entry is not None and entry.size_exact:
+            expected = entry.gguf_size_bytes
+    if expected is not None and size != expected:
+        return f"{path.name} is {size:,} bytes, the download is {expected:,}"
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            return f"{path.name} does not start like a GGUF file"
+    return None
+
+
 class ModelRegistry:
     """Name -> GGUF resolution, and the one loaded Engine."""
 
@@ -80,8 +108,8 @@ class ModelRegistry:
         self.engine_factory = engine_factory
         self.engine: Engine | None = None
         self._default_info: dict = {}
-        self.embedding_path: Path | None = None  # None: the default model's own file
-        self.embedding_pooling = "last"
+        self.embedding_path: Path | None = None  # None: the shipped MiniLM, else the default's
+        self.embedding_pooling: str | None = None  # None: the model's own
         self._embedder: Embedder | None = None
 
     # -- construction ---------------------------------------------------------------------
@@ -158,11 +186,12 @@ class ModelRegistry:
         return ModelChoice(name, path, self.n_ctx, (name.lower(), path.stem.lower()))
 
     def available(self) -> list[ModelChoice]:
-        """The default first, then every complete .gguf in the models dir."""
+        """The default first, then every complete .gguf in the models dir (a file whose size
+        is not what its download recorded, or not a GGUF at all, is not offered)."""
         found = [self.default]
         if self.models_dir and self.models_dir.is_dir():
             for path in sorted(self.models_dir.glob("*.gguf")):
-                if path.is_file() and path != self.default.path:
+                if path.is_file() and path != self.default.path and not incomplete(path):
                     found.append(self._choice_for_file(path))
         return found
 
@@ -183,6 +212,15 @@ class ModelRegistry:
             return found
         entry = catalog.find(wanted)
         if entry is not None and entry.pullable:
+            path = catalog.local_path(entry, self.models_dir) if self.models_dir else None
+            why = incomplete(path) if path and path.is_file() else None
+            if why:
+                raise ApiError(
+                    404,
+                    "model_incomplete",
+                    f"The model '{entry.model}' is downloaded only in part: {why}. Run "
+                    f"`python -m phihelpers pull {entry.name}` to finish (or redo) the download.",
+                )
             raise ApiError(404, "model_not_found", not_downloaded_message(entry, self.models_dir))
         return self.default
 
@@ -222,19 +260,27 @@ class ModelRegistry:
     def embedder(self) -> Embedder:
         """The model that answers /embeddings, loaded on first use (engine thread only)."""
         if self._embedder is None:
-            path = self.embedding_path or self.default.path
+            path, pooling = self._embedding_choice()
             try:
-                self._embedder = Embedder(path, self.embedding_pooling, n_threads=self.n_threads)
+                self._embedder = Embedder(path, pooling, n_threads=self.n_threads)
             except ModelFileError as exc:
                 raise ApiError(500, "model_load_failed", str(exc)) from None
             log.info(
                 "loaded %s for embeddings (%s pooling, %d dimensions) in %.2f s",
                 self._embedder.name,
-                self.embedding_pooling,
+                self._embedder.pooling,
                 self._embedder.dimensions,
                 self._embedder.load_seconds,
             )
         return self._embedder
+
+    def _embedding_choice(self) -> tuple[Path, str | None]:
+        if self.embedding_path:
+            return self.embedding_path, self.embedding_pooling
+        shipped = shipped_gguf()  # all-MiniLM-L6-v2, converted once (embedding_model.py)
+        if shipped:
+            return shipped, self.embedding_pooling  # its own pooling: mean
+        return self.default.path, self.embedding_pooling or "last"  # a chat model: last token
 
     # -- what /info and /v1/models report -------------------------------------------------
     def info(self) -> dict:

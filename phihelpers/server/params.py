@@ -44,12 +44,25 @@ def generation_params(
     )
 
 
+UNHONOURED = {
+    "logprobs": "log probabilities are not returned",
+    "top_logprobs": "log probabilities are not returned",
+    "logit_bias": "token ids differ between tokenizers, so a bias cannot be applied",
+    "functions": "use `tools` instead (the older functions API is not supported)",
+    "function_call": "use `tool_choice` instead (the older functions API is not supported)",
+    "audio": "the local model reads and writes text only",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "the local server cannot search the web",
+}
+
+
 def refuse_unhonoured(req: ChatRequest) -> None:
     """A field the server would otherwise drop silently is refused, saying so."""
-    if req.logprobs or req.top_logprobs:
-        raise bad_request(
-            "logprobs and top_logprobs are not supported by the local server; leave them out."
-        )
+    for name, why in UNHONOURED.items():
+        if getattr(req, name) not in (None, False, [], {}):
+            raise bad_request(f"{name} is not supported by the local server: {why}.")
+    if req.modalities and req.modalities != ["text"]:
+        raise bad_request("modalities: the local model reads and writes text only.")
 
 
 def _grammar(req: ChatRequest, tools: ToolPlan | None) -> str | None:

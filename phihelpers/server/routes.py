@@ -5,7 +5,8 @@
     POST /v1/chat/completions, GET /v1/models the openai SDK, curl, LangChain, ...
     POST /models/chat/completions, GET /models/info   the retired Azure AI Foundry endpoint shape
     POST /openai/v1/chat/completions, GET /openai/v1/models   Microsoft Foundry's OpenAI v1 shape
-    GET  /health                              readiness (no key needed)
+    GET  /health                              readiness (no key needed); answers a client's
+                                              challenge header (phihelpers.state)
 
 Everything is validated before the first byte is sent, so a bad request gets a 4xx in the
 {"error": {"code", "message"}} shape, never a 200 stream cut short. Routes read what they need
@@ -24,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from ..state import CHALLENGE_HEADER, challenge_answer
 from . import tools
 from .bridge import Run, unless_disconnected
 from .engine import new_completion_id
@@ -184,9 +186,17 @@ def models(request: Request, _caller: str = Depends(authenticate)) -> dict:
     }
 
 
+def _proof(request: Request) -> str | None:
+    """The answer to a client's challenge: HMAC-SHA256(state secret, its nonce), never the
+    secret itself (phihelpers.state). None without a challenge or a secret."""
+    secret = getattr(request.app.state, "state_secret", None)
+    nonce = request.headers.get(CHALLENGE_HEADER, "")
+    return challenge_answer(secret, nonce) if secret and nonce else None
+
+
 def health(request: Request) -> dict:
     state = request.app.state
-    return {
+    answer = {
         "status": "ok",
         "server": "phihelpers",
         "pid": os.getpid(),
@@ -194,6 +204,10 @@ def health(request: Request) -> dict:
         "generating": state.gate.active,  # 0 or 1: the model is busy
         "queued": state.gate.waiting,
     }
+    proof = _proof(request)
+    if proof:
+        answer["proof"] = proof  # this is the server its state file names
+    return answer
 
 
 def _get(path: str, endpoint: Callable, include_in_schema: bool = True) -> None:

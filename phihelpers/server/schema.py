@@ -115,6 +115,15 @@ class ChatRequest(BaseModel):
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    # Known fields the local server cannot honour: refused with a sentence (params.py), not
+    # dropped silently.
+    logit_bias: dict | None = None
+    functions: list | None = None
+    function_call: str | dict | None = None
+    modalities: list[str] | None = None
+    audio: dict | None = None
+    prediction: dict | None = None
+    web_search_options: dict | None = None
 
     def prompt_messages(self) -> list[dict]:
         """Messages as the chat template wants them: role and plain text.
