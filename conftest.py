@@ -70,3 +70,12 @@ def settings():
 @pytest.fixture(scope="session")
 def endpoint(settings) -> str:
     return settings.endpoint
+
+
+@pytest.fixture(scope="module")
+def oai(settings):
+    """An openai.OpenAI client on the session's server (the OpenAI-compatible routes)."""
+    from openai import OpenAI
+
+    with OpenAI(base_url=settings.openai_base_url, api_key=settings.credential_key) as c:
+        yield c

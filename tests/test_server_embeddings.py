@@ -13,7 +13,7 @@ from azure.ai.inference import EmbeddingsClient
 from azure.ai.inference.aio import EmbeddingsClient as AsyncEmbeddingsClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
-from openai import BadRequestError, OpenAI
+from openai import BadRequestError
 
 TEXTS = ["The capital of France is Paris.", "Streaming sends the answer in pieces."]
 
@@ -27,12 +27,6 @@ def azure(settings):
     with EmbeddingsClient(
         endpoint=settings.endpoint, credential=AzureKeyCredential(settings.credential_key)
     ) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def oai(settings):
-    with OpenAI(base_url=settings.openai_base_url, api_key=settings.credential_key) as c:
         yield c
 
 

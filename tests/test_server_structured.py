@@ -18,7 +18,6 @@ from azure.core.credentials import AzureKeyCredential
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from openai import OpenAI
 from pydantic import BaseModel, Field
 
 from phihelpers.server import tools
@@ -52,12 +51,6 @@ BADGE = {
     "required": ["name", "city", "age", "likes_tea"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(scope="module")
-def oai(settings):
-    with OpenAI(base_url=settings.openai_base_url, api_key=settings.credential_key) as c:
-        yield c
 
 
 def test_twenty_answers_at_temperature_one_all_validate(oai):

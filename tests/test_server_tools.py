@@ -27,7 +27,6 @@ from azure.ai.inference.models import (
     UserMessage,
 )
 from azure.core.credentials import AzureKeyCredential
-from openai import OpenAI
 
 FLIGHT_PARAMETERS = {
     "type": "object",
@@ -67,12 +66,6 @@ def client(settings):
     with ChatCompletionsClient(
         endpoint=settings.endpoint, credential=AzureKeyCredential(settings.credential_key)
     ) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def oai(settings):
-    with OpenAI(base_url=settings.openai_base_url, api_key=settings.credential_key) as c:
         yield c
 
 

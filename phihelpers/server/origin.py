@@ -85,22 +85,24 @@ class HostAndOriginGuard:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
-        if host and not self._host_ok(host):
-            response = error_response(
-                403,
-                "forbidden_host",
-                f"This server does not answer requests for the host '{_host_name(host)}' (a "
-                "web page may be trying to reach it through DNS rebinding). Call it as "
-                "localhost or 127.0.0.1, or start it with --allowed-host NAME.",
-            )
-            return await response(scope, receive, send)
         origin = headers.get("origin", "")
-        if origin and not self._origin_ok(origin):
-            response = error_response(
-                403,
-                "forbidden_origin",
-                f"Requests from the web page origin '{origin}' are not allowed. To let a "
-                "page call this server, start it with --cors-origin ORIGIN.",
+        if host and not self._host_ok(host):
+            code, message = (
+                "forbidden_host",
+                (
+                    f"This server does not answer requests for the host '{_host_name(host)}' (a "
+                    "web page may be trying to reach it through DNS rebinding). Call it as "
+                    "localhost or 127.0.0.1, or start it with --allowed-host NAME."
+                ),
             )
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        elif origin and not self._origin_ok(origin):
+            code, message = (
+                "forbidden_origin",
+                (
+                    f"Requests from the web page origin '{origin}' are not allowed. To let a "
+                    "page call this server, start it with --cors-origin ORIGIN."
+                ),
+            )
+        else:
+            return await self.app(scope, receive, send)
+        await error_response(403, code, message)(scope, receive, send)
