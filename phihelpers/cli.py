@@ -1,4 +1,4 @@
-"""Command line: `python -m phihelpers serve | start | stop | status | doctor | pull`."""
+"""Command line: `python -m phihelpers serve | start | stop | status | doctor | pull | keys`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_settings
+from .keys import KeysFileError, UsageError
 from .local import LocalServerError, ensure_local_server, running_server, stop_local_server, url_of
 
 
@@ -103,6 +104,119 @@ def _pull_command(args) -> int:
     return 0
 
 
+# -- command line: `python -m phihelpers keys new | add | revoke | list | usage` -----------------
+
+
+def add_keys_command(sub) -> None:
+    """Adds `keys` (attendee keys for a workshop server, phihelpers/keys.py) to the commands."""
+    k = sub.add_parser("keys", help="attendee keys for a workshop server, and their usage")
+    ks = k.add_subparsers(dest="keys_command", required=True)
+    new = ks.add_parser("new", help="write a new keys file: one strong key per attendee")
+    new.add_argument("count", nargs="?", type=int, help="how many keys (default: one per name)")
+    new.add_argument("--out", required=True, type=Path, help="the CSV file to create (0600)")
+    new.add_argument("--names", help="alice,bob,... or a file with one name a line")
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    new.set_defaults(func=_keys_new)
+    add = ks.add_parser("add", help="add attendees (a running server notices)")
+    add.add_argument("file", type=Path)
+    add.add_argument("names", nargs="+")
+    add.set_defaults(func=_keys_add)
+    revoke = ks.add_parser("revoke", help="revoke attendees' keys (a running server notices)")
+    revoke.add_argument("file", type=Path)
+    revoke.add_argument("names", nargs="+")
+    revoke.set_defaults(func=_keys_revoke)
+    listing = ks.add_parser("list", help="the attendees in a keys file (keys only with --show)")
+    listing.add_argument("file", type=Path)
+    listing.set_defaults(func=_keys_list)
+    for p in (new, add, listing):
+        p.add_argument("--show", action="store_true", help="print the keys too, to hand out")
+    usage = ks.add_parser("usage", help="requests, 429s and tokens per attendee, from a server")
+    usage.add_argument("--endpoint", help="the server's URL (default: the local server)")
+    usage.add_argument("--json", action="store_true", help="the server's JSON, not a table")
+    usage.set_defaults(func=_keys_usage)
+
+
+def _print_attendees(attendees, show: bool) -> None:
+    width = max([len("name"), *(len(a.name) for a in attendees)])
+    for a in attendees:
+        state = f"revoked {a.revoked}" if a.revoked else f"created {a.created}"
+        print(f"  {a.name:<{width}}  {a.key if show else state}")
+
+
+def _keys_new(args) -> int:
+    from .keys import check_names, create_keys, default_names, parse_names
+
+    names = check_names(parse_names(args.names)) if args.names else default_names(args.count or 0)
+    if args.count is not None and args.count != len(names):
+        print(f"error: {args.count} keys asked for, but {len(names)} names.", file=sys.stderr)
+        return 2
+    attendees = create_keys(args.out, names, force=args.force)
+    print(f"wrote {len(attendees)} attendee keys to {args.out} (mode 0600: only you can read it)")
+    if args.show:
+        _print_attendees(attendees, show=True)
+    else:
+        print(f"  hand them out with: python -m phihelpers keys list {args.out} --show")
+    print(f"  serve them: python -m phihelpers serve --host 0.0.0.0 --keys-file {args.out}")
+    return 0
+
+
+def _keys_add(args) -> int:
+    from .keys import add_keys
+
+    attendees = add_keys(args.file, args.names)[-len(args.names) :]
+    print(f"added {', '.join(a.name for a in attendees)} to {args.file}")
+    _print_attendees(attendees, show=args.show)
+    return 0
+
+
+def _keys_revoke(args) -> int:
+    from .keys import revoke_keys
+
+    revoke_keys(args.file, args.names)
+    print(
+        f"revoked {', '.join(args.names)} in {args.file} "
+        "(a running server refuses a revoked key within a second)"
+    )
+    return 0
+
+
+def _keys_list(args) -> int:
+    from .keys import read_keys
+
+    attendees = read_keys(args.file)
+    active = sum(a.active for a in attendees)
+    print(f"{args.file}: {len(attendees)} attendees, {active} keys active")
+    _print_attendees(attendees, show=args.show)
+    return 0
+
+
+def _admin_key() -> str:
+    """PHI_LOCAL_API_KEY from the environment (or .env), whatever PHI_BACKEND says."""
+    import os
+
+    try:
+        return os.environ.get("PHI_LOCAL_API_KEY") or load_settings().local_api_key
+    except ConfigError:
+        return ""
+
+
+def _keys_usage(args) -> int:
+    import json
+
+    from .keys import fetch_usage, format_usage
+
+    endpoint = args.endpoint
+    if not endpoint:
+        state = running_server()
+        if state is None:
+            print("error: no --endpoint given and no local server is running.", file=sys.stderr)
+            return 2
+        endpoint = url_of(state)
+    report = fetch_usage(endpoint, _admin_key())
+    print(json.dumps(report, indent=2) if args.json else format_usage(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .server.settings import add_arguments
 
@@ -127,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, help=text).set_defaults(func=func)
     add_pull_command(sub)  # `pull NAME`: download a real Phi GGUF (see pull.py)
+    add_keys_command(sub)  # `keys new | add | revoke | list | usage` (see keys.py)
     return parser
 
 
@@ -134,6 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, LocalServerError) as exc:
+    except (ConfigError, LocalServerError, KeysFileError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

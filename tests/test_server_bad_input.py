@@ -300,7 +300,7 @@ def test_unexpected_error_is_a_500_in_the_error_shape_without_a_traceback():
         raise RuntimeError("secret internal detail /etc/passwd")
 
     app.add_api_route("/boom", boom)  # a fault injected into the real app
-    with TestClient(app, raise_server_exceptions=False) as tc:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as tc:
         r = tc.get("/boom")
     error = assert_error(r, 500, "internal_error")
     assert "secret" not in r.text and "RuntimeError" not in r.text

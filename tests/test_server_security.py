@@ -234,3 +234,35 @@ def test_server_settings_never_show_the_key():
     assert KEY not in repr(settings) and KEY not in str(settings)
     assert KEY not in " ".join(settings.command_line())  # the key travels in the env only
     assert KEY not in settings.model_dump_json()
+
+
+# -- item 6: weak keys do not open a public bind; attendee keys do (tests/test_keys.py) -----------
+@pytest.mark.parametrize("weak", ["a", "12345678", "passwordpassword"])
+def test_a_weak_key_does_not_open_a_public_bind(tmp_path, weak):
+    proc = run_serve(tmp_path / "state", "--host", "0.0.0.0", api_key=weak)
+    assert proc.wait(60) == 2
+    out = (tmp_path / "state" / "server.log").read_text()
+    assert "refusing to listen on 0.0.0.0 with a weak PHI_LOCAL_API_KEY" in out
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(24))"' in out
+    assert "Traceback" not in out and not (tmp_path / "state" / "server.json").exists()
+    if len(weak) > 1:
+        assert weak not in out  # the refusal never repeats the key
+
+
+def test_a_keys_file_alone_opens_a_public_bind(tmp_path):
+    from phihelpers.keys import create_keys
+
+    keys = {a.name: a.key for a in create_keys(tmp_path / "room.csv", ["alice"])}
+    TEST_KEYS["attendee alice (public bind)"] = keys["alice"]
+    server = start_server(
+        tmp_path / "state", "--host", "0.0.0.0", "--keys-file", str(tmp_path / "room.csv")
+    )
+    try:
+        assert (
+            httpx.get(server.url + "/info", headers={"api-key": keys["alice"]}).status_code == 200
+        )
+        assert httpx.get(server.url + "/info").status_code == 401  # every request needs a key
+        admin = httpx.get(server.url + "/admin/usage", headers={"api-key": keys["alice"]})
+        assert admin.status_code == 403 and "PHI_LOCAL_API_KEY" in admin.text  # no teacher's key
+    finally:
+        assert server.stop() == 0

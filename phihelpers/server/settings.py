@@ -18,7 +18,7 @@ import types
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import (
     DEFAULT_LOCAL_HOST,
@@ -110,12 +110,32 @@ class ServeSettings(BaseModel):
         description="largest request body accepted (then 413)",
         json_schema_extra=_rule("must be at least 1024"),
     )
-    embedding_model: str | None = Field(
-        None, description="GGUF file that answers /embeddings (default: the chat model's file)"
+    request_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a connection has to send its whole request (then it is closed)",
+        json_schema_extra=_rule("must be a positive number of seconds"),
     )
-    embedding_pooling: typing.Literal["last", "mean", "cls"] = Field(
-        "last",
-        description="how token vectors become one: last (chat models), mean or cls (BERT-like)",
+    max_connections: int = Field(
+        128,
+        ge=1,
+        description="open connections at most; more are closed at once",
+        json_schema_extra=_rule("must be at least 1"),
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="GGUF file that answers /embeddings (default: the shipped all-MiniLM-L6-v2, "
+        "else the chat model's file)",
+    )
+    embedding_pooling: typing.Literal["last", "mean", "cls"] | None = Field(
+        None,
+        description="how token vectors become one (default: the model's own; last for a chat "
+        "model)",
+    )
+    allowed_host: tuple[str, ...] = Field(
+        (),
+        description="also answer requests addressed to this host name (repeatable), e.g. a "
+        "forwarded address; loopback names always work",
     )
     log_prompts: bool = Field(False, description="log each prompt (off by default)")
     access_log: bool = Field(False, description="log every request line")
@@ -123,9 +143,20 @@ class ServeSettings(BaseModel):
     content_filter_phrase: str = Field(
         "", description="refuse prompts with this phrase the way Azure's content filter does"
     )
+    keys_file: Path | None = Field(
+        None,
+        description="CSV of attendee keys, each its own limits (python -m phihelpers keys new); "
+        "re-read when it changes",
+    )
     api_key: str = Field(
         "", repr=False, exclude=True, description="PHI_LOCAL_API_KEY (environment only)"
     )
+
+    @field_validator("keys_file")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        """A keys file is named absolutely, so a server started elsewhere finds it too."""
+        return path.expanduser().absolute() if path else path
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
