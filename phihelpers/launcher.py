@@ -7,7 +7,9 @@ The one place in the code base that starts a server process. Everything else cal
     handle.stop()                                                           # SIGTERM, then KILL
 
 `spawn()` is the raw step underneath (no waiting), for a caller that watches the process itself
-(a benchmark timing the cold start, a test of a server that must fail to start).
+(a benchmark timing the cold start, a test of a server that must fail to start). `probe()` is
+how every client tells the server a state file names from an impostor on its port: a fresh
+challenge only the holder of the state's secret can answer (phihelpers.state), and no key.
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ from pathlib import Path
 import httpx
 
 from .server.settings import ServeSettings
-from .state import log_file, read_state, url_of
+from .state import (
+    CHALLENGE_HEADER,
+    LocalServerError,
+    answers_challenge,
+    log_file,
+    new_nonce,
+    open_private,
+    private_dir,
+    read_state,
+    url_of,
+)
 
 START_TIMEOUT = 120.0
-
-
-class LocalServerError(RuntimeError):
-    """The local server could not be started or reached; the message says why and what to do."""
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -59,9 +67,19 @@ def pid_alive(pid: int) -> bool:
 
 
 def probe(state: dict, timeout: float = 2.0) -> dict | None:
-    """GET /health; the answer must come from the same process the state file names."""
+    """GET /health with a fresh challenge; the health document if the answer comes from the
+    process the state file names and proves it holds the state's secret, else None.
+
+    It sends no key (nor anything from the environment: no proxy, no .netrc), so a process
+    that squats the port learns nothing from being asked."""
+    nonce = new_nonce()
     try:
-        r = httpx.get(url_of(state) + "/health", timeout=timeout)
+        r = httpx.get(
+            url_of(state) + "/health",
+            headers={CHALLENGE_HEADER: nonce},
+            timeout=timeout,
+            trust_env=False,
+        )
         health = r.json()
     except (httpx.HTTPError, ValueError):
         return None
@@ -70,6 +88,7 @@ def probe(state: dict, timeout: float = 2.0) -> dict | None:
         and isinstance(health, dict)
         and health.get("server") == "phihelpers"
         and health.get("pid") == state["pid"]
+        and answers_challenge(state, nonce, health.get("proof"))
     ):
         return health
     return None
@@ -91,8 +110,7 @@ def spawn(
     kernel interrupt does not reach it, and reaped in the background so it never lingers as a
     zombie of this process.
     """
-    state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_dir(state_dir)
     child_env = dict(os.environ if env is None else env)
     child_env["PHI_BACKEND"] = "local"  # the server reads PHI_LOCAL_*, whatever backend we use
     child_env.pop("PHI_LOCAL_API_KEY", None)
@@ -101,7 +119,7 @@ def spawn(
     command = [sys.executable, "-m", "phihelpers", "serve", *args]
     if "--state-dir" not in args:
         command += ["--state-dir", str(state_dir)]
-    with open(log_file(state_dir), "ab") as log:
+    with open_private(log_file(state_dir)) as log:
         proc = subprocess.Popen(
             command,
             env=child_env,

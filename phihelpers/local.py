@@ -1,9 +1,12 @@
 """Find or start the embedded local model server, shared by every notebook and kernel.
 
-One server per state directory: its state file (`server.json`: pid, host, port, model) is
-written by the server once it listens and removed when it stops. A state file whose process is
-gone, or whose port answers as someone else, is stale and replaced. Starting is guarded by a
-file lock, so two kernels that start at once share one server.
+One server per state directory (private to this user: phihelpers.state): its state file
+(`server.json`: pid, host, port, model, secret) is written by the server once it listens and
+removed when it stops. A server is used, or signalled to stop, only if it answers a fresh
+challenge with the state's secret (`probe`); a state file whose process is gone, whose port
+answers as someone else, or that cannot answer the challenge is stale and replaced, and no key
+or prompt goes to it. Starting is guarded by a file lock, so two kernels that start at once
+share one server. A state directory that cannot be used is one LocalServerError sentence.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ import time
 from .config import Settings, load_settings
 from .launcher import LocalServerError, launch, log_tail, pid_alive, probe
 from .server.settings import ServeSettings
-from .state import LOG_FILE, STATE_FILE, lock_file, read_state, remove_state, url_of
+from .state import (
+    LOG_FILE,
+    STATE_FILE,
+    check_state_file,
+    lock_file,
+    open_private,
+    private_dir,
+    read_state,
+    remove_state,
+    url_of,
+)
 
 __all__ = [
     "LOG_FILE",
@@ -57,8 +70,11 @@ def port_free(host: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def _start_lock(settings: Settings):
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_file(settings.state_dir), "w") as f:
+    """Held while finding or starting the server; the state directory is checked first, so a
+    directory that cannot be used is reported before anything is written into it."""
+    private_dir(settings.state_dir)
+    check_state_file(settings.state_dir)
+    with open_private(lock_file(settings.state_dir)) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -113,7 +129,8 @@ def stop_local_server(settings: Settings | None = None, timeout: float = 10.0) -
     """Stop the server these settings point at. Returns False if none was running."""
     settings = settings or load_settings()
     state = read_state(settings.state_dir)
-    # Not running, or the pid was reused by some other process: do not signal it.
+    # Not running, or the pid was reused (or the port taken) by some other process, which
+    # cannot answer the challenge: do not signal it.
     if state is None or not pid_alive(state["pid"]) or not probe(state):
         remove_state(settings.state_dir)
         return False

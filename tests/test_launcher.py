@@ -5,6 +5,12 @@ Each test uses a state directory of its own and port 0, so it never meets the se
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +19,7 @@ import pytest
 
 from phihelpers import state as state_files
 from phihelpers.config import load_settings
-from phihelpers.launcher import LocalServerError, launch, spawn, wait_until_ready
+from phihelpers.launcher import LocalServerError, launch, probe, spawn, wait_until_ready
 from phihelpers.local import ensure_local_server, running_server, stop_local_server
 from phihelpers.server.settings import ServeSettings
 
@@ -74,3 +80,65 @@ def test_a_foreground_serve_leaves_the_background_servers_state_alone(tmp_path):
         assert ensure_local_server(settings)["pid"] == background["pid"]
     finally:
         stop_local_server(settings)
+
+
+# -- a private state directory, and a /health that proves the server holds the secret ------
+
+
+def file_mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_launched_server_keeps_its_state_private(tmp_path):
+    state_dir = tmp_path / "new" / "state"  # created by the launcher
+    handle = launch(ServeSettings.build(port=0, state_dir=state_dir))
+    try:
+        assert file_mode(state_dir) == 0o700
+        assert file_mode(state_files.state_file(state_dir)) == 0o600
+        assert file_mode(state_files.log_file(state_dir)) == 0o600
+    finally:
+        handle.stop()
+
+
+def test_health_answers_a_challenge_with_an_hmac_and_never_the_secret(tmp_path):
+    handle = launch(ServeSettings.build(port=0, state_dir=tmp_path))
+    try:
+        secret = json.loads(state_files.state_file(tmp_path).read_text())["secret"]
+        assert len(secret) >= 32
+        nonce = "fresh-nonce-" + "z" * 20
+        r = httpx.get(handle.endpoint + "/health", headers={"X-Phihelpers-Challenge": nonce})
+        expected = hmac.new(secret.encode(), nonce.encode(), hashlib.sha256).hexdigest()
+        assert r.json()["proof"] == expected and secret not in r.text
+        plain = httpx.get(handle.endpoint + "/health")
+        assert "proof" not in plain.json() and secret not in plain.text
+        assert probe(handle.state) is not None
+        assert probe({**handle.state, "secret": "a-planted-secret-" + "0" * 20}) is None
+        assert probe({k: v for k, v in handle.state.items() if k != "secret"}) is None
+        log = state_files.log_file(tmp_path).read_text()
+    finally:
+        handle.stop()
+    assert secret not in log
+
+
+def test_a_serve_in_a_state_directory_others_can_write_refuses_in_one_sentence(tmp_path):
+    tmp_path.chmod(0o777)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "phihelpers", "serve", "--port", "0", "--state-dir", tmp_path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        tmp_path.chmod(0o700)
+    assert done.returncode == 2
+    error = done.stderr.strip()
+    assert error.startswith("error: The state directory") and "0777" in error
+    assert "\n" not in error and "Traceback" not in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no state, no log
+    tmp_path.chmod(0o777)
+    try:
+        with pytest.raises(LocalServerError, match="can be written by other users"):
+            spawn(tmp_path, ["--port", "0"]).kill()  # (were it started: stopped at once)
+    finally:
+        tmp_path.chmod(0o700)

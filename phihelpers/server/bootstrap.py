@@ -1,8 +1,9 @@
 """The server process: bind the socket, load the model, claim the state file, run uvicorn.
 
-`python -m phihelpers serve` calls `serve(settings)`. The order matters: a busy port or a
-refused public bind fails before the model loads; the state file is written only once the
-server listens, and only if no other live server owns it.
+`python -m phihelpers serve` calls `serve(settings)`. The order matters: a refused public bind,
+a state directory that cannot be used or a busy port fails before the model loads; the state
+file (with a fresh secret, which /health proves it holds: phihelpers.state) is written only once
+the server listens, and only if no other live server owns it.
 """
 
 from __future__ import annotations
@@ -17,19 +18,56 @@ import time
 from pathlib import Path
 
 from ..config import load_settings
-from ..state import read_state, remove_state, url_of, write_state
+from ..state import (
+    LocalServerError,
+    check_state_file,
+    new_secret,
+    private_dir,
+    read_state,
+    remove_state,
+    url_of,
+    write_state,
+)
 from .settings import ServeSettings
 
 log = logging.getLogger("phihelpers.server")
 
 
 def _refusal(settings: ServeSettings) -> str | None:
-    """Why these settings must not be served, or None."""
-    if not settings.is_loopback and not settings.api_key:
+    """Why these settings must not be served, or None.
+
+    Off loopback every request must need a strong key: PHI_LOCAL_API_KEY (the teacher's; at
+    least 16 characters, 10 of them different) or the attendee keys of --keys-file, which on its
+    own opens a public bind too (its keys are checked as strictly). Never says what a key is.
+    """
+    import hmac
+
+    from ..keys import MAKE_A_STRONG_KEY, KeysFileError, key_weakness, read_keys
+
+    key, host = settings.api_key, settings.host
+    if settings.keys_file:
+        try:
+            attendees = read_keys(settings.keys_file)
+        except KeysFileError as exc:
+            return f"cannot use the --keys-file: {exc}"
+        if key and any(hmac.compare_digest(a.key.encode(), key.encode()) for a in attendees):
+            return (
+                f"PHI_LOCAL_API_KEY is also an attendee's key in {settings.keys_file}: the "
+                "teacher's key must be one that no attendee has."
+            )
+    if settings.is_loopback:
+        return None
+    if not key and not settings.keys_file:
         return (
-            f"refusing to listen on {settings.host} without an API key: anyone on the network "
-            "could use this server. Set PHI_LOCAL_API_KEY to a long random secret (share it with "
-            "your room), or bind 127.0.0.1."
+            f"refusing to listen on {host} without an API key: anyone on the network could use "
+            "this server. Set PHI_LOCAL_API_KEY to a long random secret (share it with your "
+            "room), or give each attendee a key with --keys-file (python -m phihelpers keys "
+            "new), or bind 127.0.0.1."
+        )
+    if key and (weak := key_weakness(key)):
+        return (
+            f"refusing to listen on {host} with a weak PHI_LOCAL_API_KEY ({weak}): anyone on "
+            f"the network could guess it. Make a strong one with: {MAKE_A_STRONG_KEY}"
         )
     return None
 
@@ -58,7 +96,7 @@ def claim_state(state_dir, state: dict) -> bool:
     beside the background server must not take the background server's place)."""
     from ..launcher import pid_alive, probe
 
-    current = read_state(state_dir)
+    current = read_state(state_dir)  # LocalServerError: see phihelpers.state
     if current and current["pid"] != state["pid"] and pid_alive(current["pid"]) and probe(current):
         log.warning(
             "another server (pid %d, %s) owns the state in %s; this one serves without it",
@@ -71,6 +109,16 @@ def claim_state(state_dir, state: dict) -> bool:
     return True
 
 
+def _state_dir_refusal(state_dir) -> str | None:
+    """Why this state directory cannot hold our state (see phihelpers.state), or None."""
+    try:
+        private_dir(state_dir)
+        check_state_file(state_dir)
+    except LocalServerError as exc:
+        return str(exc)
+    return None
+
+
 def serve(settings: ServeSettings) -> int:
     """Run the server in this process until SIGINT/SIGTERM. Returns the exit code."""
     # llama.cpp's threads wait passively at their barriers (spinning ones starve each other
@@ -79,7 +127,8 @@ def serve(settings: ServeSettings) -> int:
     from .engine import ModelFileError
     from .models import ModelRegistry
 
-    refusal = _refusal(settings)
+    state_dir = settings.state_dir or load_settings().state_dir
+    refusal = _refusal(settings) or _state_dir_refusal(state_dir)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
@@ -105,12 +154,16 @@ def serve(settings: ServeSettings) -> int:
         "model": engine.name,
         "model_path": str(engine.path),
         "started": time.time(),
-        "key_required": bool(settings.api_key),
+        "key_required": bool(settings.api_key or settings.keys_file),
+        "secret": new_secret(),  # in the 0600 state file and this process only
     }
-    state_dir = settings.state_dir or load_settings().state_dir
 
     def on_start() -> None:
-        claim_state(state_dir, state)
+        try:
+            claim_state(state_dir, state)
+        except LocalServerError as exc:  # checked before the model loaded: changed since
+            log.error("%s No client could find this server, so it stops.", exc)
+            os._exit(2)  # one line in the log, not uvicorn's traceback of a failed startup
         log.info(
             "serving %s (%d-token context, %d threads, loaded in %.2f s) on %s",
             engine.name, engine.n_ctx, engine.n_threads, engine.load_seconds, url_of(state),
@@ -121,17 +174,22 @@ def serve(settings: ServeSettings) -> int:
 
     from .app import create_app
 
-    _run_uvicorn(create_app(models, settings, on_start, on_stop), sock, settings.access_log)
+    app = create_app(models, settings, on_start, on_stop)
+    app.state.state_secret = state["secret"]  # what /health proves it holds
+    _run_uvicorn(app, sock, settings)
     return 0
 
 
-def _run_uvicorn(app, sock: socket.socket, access_log: bool) -> None:
+def _run_uvicorn(app, sock: socket.socket, settings: ServeSettings) -> None:
     import uvicorn
+
+    from .connections import guarded_protocol
 
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(settings.request_timeout, settings.max_connections),
         log_level="info",
-        access_log=access_log,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=3,
         # Longer than any Retry-After we send: an SDK coming back after one reuses its pooled
         # connection, which must still be open (uvicorn's default is 5 s).
