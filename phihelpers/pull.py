@@ -224,7 +224,10 @@ def pull(
             part.unlink()
             have = 0
         check_free_space(models_dir, size - have, free_space)
-        models_dir.mkdir(parents=True, exist_ok=True)
+        # Private like the state directory it usually sits in (phihelpers.state): a parent made
+        # here is made 0700 too, so a group-writable umask does not leave it open.
+        models_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        models_dir.mkdir(mode=0o700, exist_ok=True)
         with open(models_dir / f".{entry.local_file}.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
