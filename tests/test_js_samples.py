@@ -123,3 +123,126 @@ def test_sample_reports_an_unreachable_server_with_its_own_message():
     done = run_sample("basic.js", f"http://127.0.0.1:{port}", "placeholder", timeout=120)
     assert ERROR_MARK in done.stderr
     assert not done.stdout.strip()
+
+
+# --- Beyond the seed: the official tools and embeddings samples (lessons 12 and 14) ----------
+
+# github/codespaces-models' samples/js/azure_ai_inference/{tools,embeddings}.js, with the same
+# house changes as the seed's three (key, endpoint, allowInsecureConnection), each marked
+# "// Changed:" in the file.
+OFFICIAL_SAMPLES = ("tools.js", "embeddings.js")
+HOUSE_LINES = (
+    'const token = process.env["PHI_API_KEY"] ?? "no-key-needed";',
+    'const endpoint = process.env["PHI_ENDPOINT"] ?? "http://127.0.0.1:8765";',
+    OPTIONS_LINE,
+    "  const client = new ModelClient(endpoint, new AzureKeyCredential(token), options);",
+)
+
+
+@pytest.mark.parametrize("name", OFFICIAL_SAMPLES)
+def test_official_sample_has_the_house_changes_and_no_retired_service(name):
+    sample = (JS_DIR / name).read_text(encoding="utf-8")
+    lines = _lines(sample)
+    for line in HOUSE_LINES:
+        assert line in lines, line
+    for retired in ("GITHUB_TOKEN", "models.inference.ai.azure.com", "models.github.ai"):
+        assert retired not in sample
+    assert 'from "@azure-rest/ai-inference"' in sample
+    assert sample.rstrip().endswith(
+        'main().catch((err) => {\n  console.error("The sample encountered an error:", err);\n});'
+    )
+
+
+def _json_after(line: str, marker: str):
+    import json
+
+    return json.loads(line.split(marker, 1)[1])
+
+
+@needs_node
+def test_tools_sample_runs_the_round_trip_against_the_local_server(settings):
+    """The model may answer in text (tool_choice "auto"); when it calls, the call is well formed
+    (the local server's grammar) and the sample sends the result back and prints what came."""
+    done = run_sample("tools.js", settings.endpoint, settings.credential_key)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ERROR_MARK not in done.stderr, done.stderr[-3000:]
+    out = done.stdout.splitlines()
+    calls = [
+        line for line in out if line.startswith("Calling function `getFlightInfo` with arguments ")
+    ]
+    if not calls:
+        assert any(line.startswith("The model answered without calling a tool") for line in out), (
+            out
+        )
+        return
+    for line in calls:
+        args = _json_after(line, " with arguments ")
+        assert set(args) == {"originCity", "destinationCity"}
+        assert all(isinstance(v, str) for v in args.values())
+    returned = [
+        _json_after(line, "Function returned = ")
+        for line in out
+        if line.startswith("Function returned = ")
+    ]
+    assert len(returned) == len(calls)
+    assert all(r.get("error") or r.get("flight_number") == "DL123" for r in returned)
+    assert any(
+        line.startswith(("Model response = ", "The model asked for the tool again")) for line in out
+    ), out
+
+
+@needs_node
+def test_embeddings_sample_prints_three_vectors_and_the_model(settings):
+    done = run_sample("embeddings.js", settings.endpoint, settings.credential_key)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ERROR_MARK not in done.stderr, done.stderr[-3000:]
+    out = done.stdout
+    items = re.findall(r"^data\[(\d)\]: length=(\d+), \[", out, re.M)
+    indexes = [int(index) for index, _ in items]
+    lengths = [int(length) for _, length in items]
+    assert indexes == [0, 1, 2], out
+    assert len(set(lengths)) == 1 and lengths[0] > 0, out
+    assert re.search(r"prompt_tokens: [1-9]\d*", out), out
+    model = re.search(r"^model: (.+)$", out, re.M)
+    assert model and model.group(1).strip() not in ("", "undefined"), out
+
+
+@needs_node
+def test_embeddings_sample_reports_a_server_without_embeddings(tmp_path):
+    """Against a server that answers /embeddings with an error, the sample prints the seed's
+    error sentence (isUnexpected), never a vector."""
+    import http.server
+    import json
+    import threading
+
+    class NoEmbeddings(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps(
+                {"error": {"code": "not_found", "message": "No route POST /embeddings"}}
+            )
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoEmbeddings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = run_sample(
+            "embeddings.js",
+            f"http://127.0.0.1:{server.server_address[1]}",
+            "placeholder",
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ERROR_MARK in done.stderr
+    assert "No route POST /embeddings" in done.stderr
+    assert "data[" not in done.stdout
