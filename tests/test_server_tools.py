@@ -223,3 +223,27 @@ def test_async_client_with_tools(settings):
     r = asyncio.run(main())
     call = r.choices[0].message.tool_calls[0]
     assert_valid_call(call.function.name, call.function.arguments, ("get_flight_info",))
+
+
+def test_none_after_tool_turns_is_a_plain_answer_not_an_imitated_call(oai):
+    history = [
+        {"role": "user", "content": "What is the next flight from Seattle to Miami?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function", "function": {
+                "name": "get_flight_info",
+                "arguments": '{"origin_city": "Seattle", "destination_city": "Miami"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1",
+         "content": '{"airline": "Delta", "flight_number": "DL123", "time": "10:00AM"}'},
+    ]  # fmt: skip
+    r = oai.chat.completions.create(
+        model="any",
+        messages=history,
+        tools=OPENAI_TOOLS[:1],
+        tool_choice="none",
+        temperature=0,
+        max_tokens=80,
+    )
+    message = r.choices[0].message
+    assert message.tool_calls is None and isinstance(message.content, str)
+    if r.choices[0].finish_reason == "stop":
+        assert '"tool_calls"' not in message.content and '{"answer"' not in message.content

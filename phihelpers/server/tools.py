@@ -37,6 +37,8 @@ class ToolPlan:
     schema: dict  # the grammar's JSON schema
 
     def system_text(self) -> str:
+        if not self.tools:  # tool_choice "none" after tool turns: an answer only
+            return 'Answer the user now, replying with only {"answer": "<your answer>"}.'
         listing = json.dumps(
             [
                 {
@@ -57,7 +59,13 @@ class ToolPlan:
 
 
 def plan(req: ChatRequest) -> ToolPlan | None:
-    """The tool plan of a request, or None when no tools take part (none given, or "none")."""
+    """The tool plan of a request, or None when no tools take part (none given, or "none").
+
+    One exception: "none" after tool turns in the history. A small model that sees its earlier
+    calls as JSON imitates them in free text, so its answer is kept to the {"answer": ...}
+    branch and unwrapped, like every other answer of a tool conversation."""
+    if req.tool_choice == "none" and _has_tool_turns(req):
+        return ToolPlan([], True, _object({"answer": {"type": "string"}}))
     if not req.tools or req.tool_choice == "none":
         return None
     names = [t.function.name for t in req.tools]
@@ -89,6 +97,10 @@ def plan(req: ChatRequest) -> ToolPlan | None:
         else call_branch
     )
     return ToolPlan(tools, allow_answer, schema)
+
+
+def _has_tool_turns(req: ChatRequest) -> bool:
+    return any(m.role == "tool" or m.tool_calls for m in req.messages)
 
 
 def _object(properties: dict) -> dict:
