@@ -347,8 +347,6 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-
-
 class Embedder:
     """A GGUF loaded for embeddings: llama.cpp pools each input's token vectors into one.
 
