@@ -411,7 +411,7 @@ def test_phi_4_mini_local_settings_serve_the_phi_that_post_create_pulled(cli_con
     from phihelpers import catalog
     from phihelpers.config import load_settings
     from phihelpers.server.engine import ModelFileError
-    from phihelpers.server.models import ModelRegistry
+    from phihelpers.server.models import PULL_RECORD, ModelRegistry
 
     configuration, workspace = cli_configs["phi-4-mini-local"]
     env = _container_env(configuration)
@@ -435,7 +435,9 @@ def test_phi_4_mini_local_settings_serve_the_phi_that_post_create_pulled(cli_con
         ModelRegistry.from_settings(here)
     pulled = catalog.local_path(entry, here.models_dir)  # where `pull` puts the verified file
     pulled.parent.mkdir(parents=True)
-    pulled.touch()
+    pulled.write_bytes(b"GGUF" + bytes(60))  # a stand-in, with the record `pull` writes beside it
+    record = pulled.with_name(pulled.name + PULL_RECORD)
+    record.write_text(json.dumps({"size": 64, "sha256": entry.sha256}))
     registry = ModelRegistry.from_settings(here)
     assert (registry.default.name, registry.default.path) == (entry.model, pulled)
 
