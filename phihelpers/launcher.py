@@ -94,6 +94,11 @@ def probe(state: dict, timeout: float = 2.0) -> dict | None:
     return None
 
 
+def is_live(state: dict, timeout: float = 2.0) -> bool:
+    """The process a state file names is running and proves it wrote that file (`probe`)."""
+    return pid_alive(state["pid"]) and probe(state, timeout=timeout) is not None
+
+
 def spawn(
     state_dir: Path,
     args: Sequence[str] = (),

@@ -19,7 +19,7 @@ import socket
 import time
 
 from .config import Settings, load_settings
-from .launcher import LocalServerError, launch, log_tail, pid_alive, probe
+from .launcher import LocalServerError, is_live, launch, log_tail, pid_alive
 from .server.settings import ServeSettings
 from .state import (
     LOG_FILE,
@@ -53,7 +53,7 @@ def running_server(settings: Settings | None = None) -> dict | None:
         return None
     # A busy server still answers /health from its event loop, but a loaded machine can be
     # slow: give a live process time before calling its state stale (and starting a second).
-    if pid_alive(state["pid"]) and probe(state, timeout=10.0):
+    if is_live(state, timeout=10.0):
         return state
     remove_state(settings.state_dir)
     return None
@@ -131,7 +131,7 @@ def stop_local_server(settings: Settings | None = None, timeout: float = 10.0) -
     state = read_state(settings.state_dir)
     # Not running, or the pid was reused (or the port taken) by some other process, which
     # cannot answer the challenge: do not signal it.
-    if state is None or not pid_alive(state["pid"]) or not probe(state):
+    if state is None or not is_live(state):
         remove_state(settings.state_dir)
         return False
     pid = state["pid"]

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from azure.ai.inference.models import UserMessage
 
-from phihelpers import local
+from phihelpers import launcher
 from phihelpers import state as state_files
 from phihelpers.clients import chat_client, connect, openai_client
 from phihelpers.config import load_settings
@@ -331,8 +331,8 @@ def test_a_squatted_port_is_refused_and_the_impostor_gets_no_key(keyed, monkeypa
     assert wait_until_gone(first["pid"]) is None
     assert read_state(keyed)["pid"] == first["pid"]  # kill -9 left its state file behind
     # Meanwhile another program got its pid (pid reuse, which a test cannot arrange)...
-    alive = local.pid_alive
-    monkeypatch.setattr(local, "pid_alive", lambda pid: pid == first["pid"] or alive(pid))
+    alive = launcher.pid_alive
+    monkeypatch.setattr(launcher, "pid_alive", lambda pid: pid == first["pid"] or alive(pid))
     with Impostor(pid=first["pid"], port=first["port"]) as impostor:  # ...and its port
         settings = connect(keyed)
         reply = openai_client(settings).chat.completions.create(

@@ -94,10 +94,10 @@ def bind(host: str, port: int) -> socket.socket:
 def claim_state(state_dir, state: dict) -> bool:
     """Write our state file, unless a live server already owns it (a foreground `serve`
     beside the background server must not take the background server's place)."""
-    from ..launcher import pid_alive, probe
+    from ..launcher import is_live
 
     current = read_state(state_dir)  # LocalServerError: see phihelpers.state
-    if current and current["pid"] != state["pid"] and pid_alive(current["pid"]) and probe(current):
+    if current and current["pid"] != state["pid"] and is_live(current):
         log.warning(
             "another server (pid %d, %s) owns the state in %s; this one serves without it",
             current["pid"],
