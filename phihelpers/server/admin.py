@@ -3,18 +3,16 @@
     install(app)          in create_app: the keyring (from --keys-file), the usage count, the route
     GET /admin/usage      needs the teacher's key (PHI_LOCAL_API_KEY): per attendee, requests
                           (every one that presented the attendee's key, refused ones too), 429s
-                          and tokens (prompt + completion, from finished requests' usage)
+                          and tokens (prompt + completion, of finished answers)
 
-`python -m phihelpers keys usage` prints the same as a table (phihelpers/keys.py). The count
-looks at each answer on its way out (its status, and the `usage` object of a finished chat or
-embeddings answer, streamed or not), so it needs nothing from the routes but the caller's
-identity, which `authenticate` leaves in `request.state.caller`. Names only, never a key.
+`python -m phihelpers keys usage` prints the same as a table (phihelpers/keys.py). Requests and
+429s are counted by a middleware from each answer's status and the caller's identity, which
+`authenticate` leaves in `request.state.caller`; tokens by the routes that know them
+(`app.state.usage.add_tokens`), when an answer is finished. Names only, never a key.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,10 +24,6 @@ from ..keys import Keyring
 from .guards import require_admin
 
 router = APIRouter()
-
-# The answer's own "usage" key: after { or , outside any string (a quote inside model text is
-# escaped, so it never follows { or , directly in the JSON).
-USAGE_KEY = re.compile(rb'[{,]\s*"usage"\s*:\s*(?=\{)')
 
 
 def _stamp(seconds: float | None) -> str | None:
@@ -64,15 +58,18 @@ class UsageCount:
         self.since = time.time()
         self.callers: dict[str, Tally] = {}
 
-    def record(self, caller: str, status: int, usage: dict | None) -> None:
+    def record(self, caller: str, status: int) -> None:
         tally = self.callers.setdefault(caller, Tally())
         tally.requests += 1
         tally.last_request = time.time()
         if status == 429:
             tally.rate_limited += 1
-        if usage:
-            tally.prompt_tokens += _count(usage.get("prompt_tokens"))
-            tally.completion_tokens += _count(usage.get("completion_tokens"))
+
+    def add_tokens(self, caller: str, prompt_tokens: int, completion_tokens: int = 0) -> None:
+        """A finished answer's tokens (chat or embeddings), for its caller."""
+        tally = self.callers.setdefault(caller, Tally())
+        tally.prompt_tokens += prompt_tokens
+        tally.completion_tokens += completion_tokens
 
     def report(self, keyring: Keyring | None) -> dict:
         """Every attendee in the keys file (in its order, those without requests too), then
@@ -93,26 +90,9 @@ class UsageCount:
         }
 
 
-def _count(value) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
-
-
-def usage_in(body: bytes) -> dict | None:
-    """The last `usage` object of a JSON answer or an SSE chunk, if it has one."""
-    if b'"usage"' not in body:
-        return None
-    found = None
-    for m in USAGE_KEY.finditer(body):
-        try:
-            value, _end = json.JSONDecoder().raw_decode(body[m.end() :].decode(errors="replace"))
-        except ValueError:
-            continue
-        found = value if isinstance(value, dict) else found
-    return found
-
-
 class CountUsage:
-    """ASGI middleware: after each answer, counts it for the caller `authenticate` named."""
+    """ASGI middleware: after each answer, counts it (and a 429) for the caller `authenticate`
+    named."""
 
     def __init__(self, asgi, count: UsageCount):
         self.asgi = asgi
@@ -121,13 +101,11 @@ class CountUsage:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.asgi(scope, receive, send)
-        seen = {"status": 0, "usage": None}
+        seen = {"status": 0}
 
         async def watch(message):
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                seen["usage"] = usage_in(message.get("body", b"")) or seen["usage"]
             await send(message)
 
         try:
@@ -135,7 +113,7 @@ class CountUsage:
         finally:
             caller = (scope.get("state") or {}).get("caller")
             if caller:
-                self.count.record(caller, seen["status"], seen["usage"])
+                self.count.record(caller, seen["status"])
 
 
 @router.get("/admin/usage", include_in_schema=False)

@@ -64,6 +64,7 @@ async def embeddings(request: Request, caller: str = Depends(authenticate)) -> d
         return embedder.name, vectors, tokens
 
     name, vectors, tokens = await on_engine(state, caller, work)
+    state.usage.add_tokens(caller, tokens)  # the usage table (admin.py)
     data = [
         {
             "object": "embedding",

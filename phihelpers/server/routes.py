@@ -109,6 +109,7 @@ async def chat(request: Request, caller: str = Depends(authenticate)):
     if run.failure:
         raise run.failure
     message, finish_reason = _message(text, run.finish_reason, tool_plan is not None)
+    _count_tokens(run)
     return JSONResponse(
         {
             "id": head["id"],
@@ -118,6 +119,11 @@ async def chat(request: Request, caller: str = Depends(authenticate)):
             "usage": run.usage.as_dict(),
         }
     )
+
+
+def _count_tokens(run: Run) -> None:
+    """A finished answer's tokens, for the caller's row of the usage table (admin.py)."""
+    run.state.usage.add_tokens(run.key, run.usage.prompt_tokens, run.usage.completion_tokens)
 
 
 def _message(text: str, finish_reason: str | None, with_tools: bool) -> tuple[dict, str | None]:
@@ -167,6 +173,7 @@ async def _events(run: Run, head: dict, with_usage: bool, with_tools: bool) -> A
             yield chunk(delta({"tool_calls": calls}))
         finish_reason = "tool_calls"
     yield chunk(delta({}, finish_reason))
+    _count_tokens(run)
     if with_usage:  # like Azure and OpenAI's include_usage: a last chunk with no choices
         yield chunk([], usage=run.usage.as_dict())
     yield _sse("[DONE]")
