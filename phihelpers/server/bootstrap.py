@@ -127,7 +127,8 @@ def serve(settings: ServeSettings) -> int:
     from .engine import ModelFileError
     from .models import ModelRegistry
 
-    state_dir = settings.state_dir or load_settings().state_dir
+    env = load_settings()  # PHI_MODEL, PHI_MODELS_DIR, and the state dir if none is given
+    state_dir = settings.state_dir or env.state_dir
     refusal = _refusal(settings) or _state_dir_refusal(state_dir)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
@@ -137,9 +138,7 @@ def serve(settings: ServeSettings) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        models = ModelRegistry.from_settings(
-            load_settings(), settings.model, settings.n_ctx, settings.threads
-        )
+        models = ModelRegistry.from_settings(env, settings.model, settings.n_ctx, settings.threads)
         if settings.embedding_model:
             models.embedding_path = Path(settings.embedding_model).expanduser()
         models.embedding_pooling = settings.embedding_pooling

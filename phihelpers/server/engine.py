@@ -7,6 +7,7 @@ llama.cpp; this module only wires them together and counts tokens.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -176,10 +177,6 @@ class Engine:
             bos_token=self.llm._model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
-        vocab = self.llm._model
-        self.longest_token = max(
-            1, max(len(vocab.token_get_text(i).encode("utf-8")) for i in range(self.llm.n_vocab()))
-        )
         self.n_ctx_train = int(
             meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0
         )
@@ -240,8 +237,18 @@ class Engine:
         if len(messages) >= self.n_ctx:
             self._too_long(f"at least {len(messages)} (one per message)")
         size = sum(len(m["content"].encode("utf-8")) for m in messages)
-        if size // self.longest_token >= self.n_ctx:
+        # (size < n_ctx bytes can always fit this bound: then the vocabulary is not scanned)
+        if size >= self.n_ctx and size // self.longest_token >= self.n_ctx:
             self._too_long(f"at least {size // self.longest_token}")
+
+    @functools.cached_property
+    def longest_token(self) -> int:
+        """Bytes of the longest token in the vocabulary (found once, when first needed: a scan
+        of the whole vocabulary, kept off the start-up path)."""
+        vocab = self.llm._model
+        return max(
+            1, max(len(vocab.token_get_text(i).encode("utf-8")) for i in range(self.llm.n_vocab()))
+        )
 
     def _too_long(self, count: str) -> None:
         raise PromptError(
