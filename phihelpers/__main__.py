@@ -1,5 +1,8 @@
 import sys
+import time
 
-from .cli import main
+STARTED = time.monotonic()  # for the start-up line a server logs (server/bootstrap.py)
 
-sys.exit(main())
+from .cli import main  # noqa: E402
+
+sys.exit(main(started=STARTED))

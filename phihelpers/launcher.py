@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -41,6 +42,13 @@ from .state import (
 )
 
 START_TIMEOUT = 120.0
+# How often wait_until_ready looks: a start takes about half a second (a look costs ~0.1 ms
+# until the state file appears), so each 10 ms of the interval is ~2% of a start.
+POLL_INTERVAL = 0.01
+# A state's URL is always plain http:// on this machine (url_of), so no certificate is ever
+# checked; httpx would otherwise read the whole CA bundle for every probe (~30 ms of CPU, beside
+# a server that is starting). An https:// URL would fail here, for want of trusted CAs.
+_NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -66,20 +74,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def probe(state: dict, timeout: float = 2.0) -> dict | None:
+def probe_client() -> httpx.Client:
+    """A client for `probe`: it sends no key, nor anything from the environment (no proxy, no
+    .netrc)."""
+    return httpx.Client(trust_env=False, verify=_NO_TLS)
+
+
+def probe(state: dict, timeout: float = 2.0, client: httpx.Client | None = None) -> dict | None:
     """GET /health with a fresh challenge; the health document if the answer comes from the
     process the state file names and proves it holds the state's secret, else None.
 
     It sends no key (nor anything from the environment: no proxy, no .netrc), so a process
-    that squats the port learns nothing from being asked."""
+    that squats the port learns nothing from being asked. `client`: one from probe_client()
+    to use (else a new one)."""
     nonce = new_nonce()
     try:
-        r = httpx.get(
-            url_of(state) + "/health",
-            headers={CHALLENGE_HEADER: nonce},
-            timeout=timeout,
-            trust_env=False,
-        )
+        with contextlib.nullcontext(client) if client else probe_client() as http:
+            r = http.get(
+                url_of(state) + "/health", headers={CHALLENGE_HEADER: nonce}, timeout=timeout
+            )
         health = r.json()
     except (httpx.HTTPError, ValueError):
         return None
@@ -147,16 +160,18 @@ def wait_until_ready(
     first or takes longer than `timeout` (the error carries the end of its log)."""
     log = log_file(state_dir)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LocalServerError(
-                f"The local model server exited during start-up (code {proc.returncode}). "
-                f"The end of its log ({log}):\n{log_tail(log)}"
-            )
-        state = read_state(state_dir)
-        if state and state["pid"] == proc.pid and probe(state, timeout=1.0):
-            return state
-        time.sleep(0.1)
+    # Made now, while the server starts: a process's first httpx client imports httpcore & co.
+    with probe_client() as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LocalServerError(
+                    f"The local model server exited during start-up (code {proc.returncode}). "
+                    f"The end of its log ({log}):\n{log_tail(log)}"
+                )
+            state = read_state(state_dir)
+            if state and state["pid"] == proc.pid and probe(state, timeout=1.0, client=client):
+                return state
+            time.sleep(POLL_INTERVAL)
     raise LocalServerError(
         f"The local model server did not answer within {timeout:.0f} s. Its log ({log}):\n"
         f"{log_tail(log)}"

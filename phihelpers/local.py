@@ -91,6 +91,7 @@ def _serve_settings(settings: Settings, port: int) -> ServeSettings:
         model=settings.local_model_path,
         n_ctx=settings.local_n_ctx,
         threads=settings.local_threads,
+        parallel=settings.local_parallel,
         state_dir=settings.state_dir,
         api_key=settings.local_api_key,
     )

@@ -33,10 +33,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from .catalog import Entry, get
+
+# httpx is imported by the functions that download: the server imports this module for SIDECAR
+# alone, and its start-up time counts (benchmarks/bench_cold_start.py).
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 1 << 20
 MIN_MARGIN = 200 * 1024 * 1024  # room left free after the download (bytes) ...
@@ -108,6 +112,8 @@ def _size_header(headers: httpx.Headers) -> int:
 
 
 def _offline(url: str, exc: Exception) -> PullError:
+    import httpx
+
     host = httpx.URL(url).host
     return PullError(
         f"cannot reach {host} ({type(exc).__name__}); you appear to be offline, or a "
@@ -201,6 +207,8 @@ def pull(
 
     `free_space(path) -> bytes` replaces `shutil.disk_usage` (for tests and odd file systems).
     """
+    import httpx
+
     entry = _pinned_entry(name)
     if models_dir is None or endpoint is None:
         from .config import load_settings
@@ -256,6 +264,8 @@ def _metadata(
     client: httpx.Client, entry: Entry, url: str, allow_unverified: bool
 ) -> tuple[str, str, int]:
     """Ask the source (HEAD, no redirects) for the file's size and published SHA-256."""
+    import httpx
+
     try:
         r = client.head(url, follow_redirects=False, headers={"Accept-Encoding": "identity"})
         if r.status_code in (301, 302, 303, 307, 308) and not (
@@ -298,6 +308,7 @@ def _download(
 
     Returns (bytes fetched now, bytes kept from before).
     """
+    import httpx
     from tqdm.auto import tqdm
 
     if size and have == size:

@@ -1,4 +1,4 @@
-"""benchmarks/bench_server.py keeps working: its quick mode runs against the real server.
+"""The benchmarks keep working: their quick modes run against the real server.
 
 No timing is asserted (the machine is shared and noisy): only that the script runs, writes
 the results with the expected keys, and prints a non-empty table.
@@ -44,6 +44,41 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
     assert "| short | ours/openai |" in proc.stdout
     if "peer/openai" not in results["single"]:
         assert "skipped:" in proc.stdout and results["skipped"]["peer"]
+
+
+def test_cold_start_benchmark_runs_and_breaks_our_start_down(tmp_path):
+    out = tmp_path / "cold.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_cold_start.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    results = json.loads(out.read_text())
+    assert results["meta"]["runs"] == 1 and results["meta"]["n_ctx"] == 4096
+    (run,) = results["ours"]["runs"]
+    assert 0 < run["ready_s"] < run["first_token_s"]
+    # The phases come from the server's own start-up line, on this process's clock: in order,
+    # and within the spawn -> ready span this process measured.
+    phases = run["phases"]
+    assert {"python", "serve", "llama_cpp", "model", "imports", "app", "listening"} <= phases.keys()
+    ends = [phases[step][1] for step in ("python", "serve", "app", "listening", "ready")]
+    assert 0 < ends[0] and ends == sorted(ends) and ends[-1] == run["ready_s"]
+    model_thread = [*phases["llama_cpp"], *phases["model"]]
+    assert phases["serve"][1] <= model_thread[0] and model_thread == sorted(model_thread)
+    assert phases["llama_cpp"][1] <= phases["imports"][0] and model_thread[-1] <= phases["app"][1]
+    steps = [row["step"] for row in results["ours"]["phases"]]
+    assert steps[0] == "python" and steps[-1] == "first_token"
+
+    assert "| ours |" in proc.stdout and "| state file written (listening) |" in proc.stdout
+    if "peer" in results:  # llama-cpp-python[server] installed: the same figures for it
+        (peer,) = results["peer"]["runs"]
+        assert 0 < peer["ready_s"] < peer["first_token_s"] and "| peer |" in proc.stdout
+    else:
+        assert results["skipped"]["peer"] and "skipped: peer" in proc.stdout
 
 
 @pytest.mark.slow

@@ -1,27 +1,28 @@
-"""phihelpers.server.bridge: one generation on the engine thread, read on the event loop.
+"""phihelpers.server.bridge: one answer from the engine thread, read on the event loop.
 
-A stub engine stands in for llama.cpp here (the bridge's job is the hand-over, the queueing and
-the cancellation, not the model); the real engine goes through the same Run in every
-end-to-end suite.
+A stub scheduler stands in for batching.Scheduler and llama.cpp here (the bridge's job is the
+hand-over, the queueing and the cancellation, not the model): it answers each Job on a thread
+of its own with the same events the real scheduler posts. The real scheduler and engine go
+through the same Run in every end-to-end suite (and tests/test_server_batching.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 
 from phihelpers.server.bridge import Run
-from phihelpers.server.engine import Generation, GenerationParams, PromptError, Usage
+from phihelpers.server.engine import GenerationParams, PromptError, Usage
 from phihelpers.server.errors import ApiError
 from phihelpers.server.limits import Gate, LimitSettings
 
 
-class StubEngine:
-    """Yields `pieces` (sleeping `delay` s before each), or fails as told."""
+class StubScheduler:
+    """Posts `pieces` (sleeping `delay` s before each) to each job, or fails as told."""
 
     def __init__(self, pieces=("Hel", "lo", "!"), delay=0.0, fail_at=None, prompt_error=None):
         self.pieces, self.delay, self.fail_at, self.prompt_error = (
@@ -32,34 +33,35 @@ class StubEngine:
         )
         self.produced = 0
 
-    def generate(self, messages, params, cancelled):
+    def submit(self, job) -> None:
+        threading.Thread(target=self._answer, args=(job,), daemon=True).start()
+
+    def _answer(self, job) -> None:
         if self.prompt_error:
-            raise self.prompt_error
-        usage = Usage(prompt_tokens=len(messages) * 10)
-        gen = Generation(pieces=iter(()), usage=usage)
+            job.post("error", self.prompt_error)
+            return
+        job.usage = Usage(prompt_tokens=len(job.messages) * 10)
+        job.post("ready", None)
+        for i, piece in enumerate(self.pieces):
+            if job.cancelled():
+                job.finish_reason = "stop"
+                job.post("end", None)
+                return
+            if i == self.fail_at:
+                job.post("error", RuntimeError("llama_decode returned -1"))
+                return
+            time.sleep(self.delay)
+            job.usage.completion_tokens += 1
+            self.produced += 1
+            job.post("piece", piece)
+        job.finish_reason = "length"
+        job.post("end", None)
 
-        def pieces():
-            for i, piece in enumerate(self.pieces):
-                if cancelled():
-                    gen.finish_reason = "stop"
-                    return
-                if i == self.fail_at:
-                    raise RuntimeError("llama_decode returned -1")
-                time.sleep(self.delay)
-                usage.completion_tokens += 1
-                self.produced += 1
-                yield piece
-            gen.finish_reason = "length"
 
-        gen.pieces = pieces()
-        return gen
-
-
-def app_state(engine: StubEngine, **limits) -> SimpleNamespace:
+def app_state(scheduler: StubScheduler, **limits) -> SimpleNamespace:
     return SimpleNamespace(
         gate=Gate(LimitSettings(**limits)),
-        models=SimpleNamespace(activate=lambda choice: engine),
-        executor=ThreadPoolExecutor(max_workers=1),
+        scheduler=scheduler,
         runs=set(),
         closing=asyncio.Event(),
     )
@@ -79,7 +81,7 @@ async def settle(state) -> None:
 
 def test_text_usage_and_finish_reason_arrive_and_the_slot_is_given_back():
     async def main():
-        state = app_state(StubEngine())
+        state = app_state(StubScheduler(delay=0.02))
         run = new_run(state)
         await run.start()
         assert state.gate.active == 1 and run in state.runs
@@ -90,14 +92,16 @@ def test_text_usage_and_finish_reason_arrive_and_the_slot_is_given_back():
     run, text, state = asyncio.run(main())
     assert text == "Hello!"
     assert run.finish_reason == "length" and run.failure is None
-    assert run.usage.as_dict() == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    usage = run.usage.as_dict()
+    assert usage["prompt_tokens"] == 10 and usage["completion_tokens"] == 3
+    assert usage["total_tokens"] == 13
     assert state.gate.active == 0 and not state.runs
 
 
 def test_a_prompt_the_engine_refuses_is_a_400_before_any_text():
     async def main():
         error = PromptError("The prompt is 9000 tokens", code="context_length_exceeded")
-        state = app_state(StubEngine(prompt_error=error))
+        state = app_state(StubScheduler(prompt_error=error))
         with pytest.raises(ApiError) as caught:
             await new_run(state).start()
         await settle(state)
@@ -110,7 +114,7 @@ def test_a_prompt_the_engine_refuses_is_a_400_before_any_text():
 
 def test_a_failure_after_the_first_token_ends_the_text_and_is_recorded():
     async def main():
-        state = app_state(StubEngine(fail_at=2))
+        state = app_state(StubScheduler(fail_at=2))
         run = new_run(state)
         await run.start()
         pieces = [p async for p in run.pieces()]
@@ -127,32 +131,32 @@ def test_a_failure_after_the_first_token_ends_the_text_and_is_recorded():
 
 
 def test_a_reader_that_stops_early_stops_the_engine():
-    engine = StubEngine(pieces=tuple("abcdefghijklmnopqrstuvwxyz"), delay=0.01)
+    scheduler = StubScheduler(pieces=tuple("abcdefghijklmnopqrstuvwxyz"), delay=0.01)
 
     async def main():
-        state = app_state(engine)
+        state = app_state(scheduler)
         run = new_run(state)
         await run.start()
         stream = run.pieces()
         await stream.__anext__()
         await stream.aclose()  # the client went away
         await settle(state)  # the engine thread left the model slot...
-        produced = engine.produced
+        produced = scheduler.produced
         await asyncio.sleep(0.1)
-        assert engine.produced == produced  # ...and asks for no more tokens
+        assert scheduler.produced == produced  # ...and asks for no more tokens
         return run, state
 
     run, state = asyncio.run(main())
     assert run.cancelled
-    assert engine.produced < 26
+    assert scheduler.produced < 26
     assert state.gate.active == 0 and not state.runs
 
 
 def test_a_run_cancelled_by_the_shutdown_ends_with_503():
-    engine = StubEngine(pieces=tuple("abcdefghij"), delay=0.02)
+    scheduler = StubScheduler(pieces=tuple("abcdefghij"), delay=0.02)
 
     async def main():
-        state = app_state(engine)
+        state = app_state(scheduler)
         run = new_run(state)
         await run.start()
         state.closing.set()
@@ -169,10 +173,12 @@ def test_a_run_cancelled_by_the_shutdown_ends_with_503():
 
 
 def test_quick_pieces_travel_together_but_none_is_lost():
-    engine = StubEngine(pieces=tuple(f"{i}," for i in range(200)))  # no delay: faster than 20 ms
+    scheduler = StubScheduler(
+        pieces=tuple(f"{i}," for i in range(200))
+    )  # no delay: faster than 20 ms
 
     async def main():
-        state = app_state(engine)
+        state = app_state(scheduler)
         run = new_run(state)
         await run.start()
         return [p async for p in run.pieces()]
@@ -183,10 +189,10 @@ def test_quick_pieces_travel_together_but_none_is_lost():
 
 
 def test_a_second_run_waits_for_the_first_to_leave_the_slot():
-    engine = StubEngine(pieces=("a", "b", "c"), delay=0.02)
+    scheduler = StubScheduler(pieces=("a", "b", "c"), delay=0.02)
 
     async def main():
-        state = app_state(engine, max_queue=1)
+        state = app_state(scheduler, max_queue=1)
         first, second = new_run(state, "one"), new_run(state, "two")
         await first.start()
         waiting = asyncio.ensure_future(second.start())

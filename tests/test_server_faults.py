@@ -29,7 +29,9 @@ GENEROUS = 5.0  # seconds; the real figure is printed
 
 @pytest.fixture
 def server(tmp_path):
-    server = start_server(tmp_path / "state")
+    # One slot, so that a second request waits in the queue behind the first (the queue's
+    # faults); hang-ups beside other answers in slots: tests/test_server_parallel.py.
+    server = start_server(tmp_path / "state", "--parallel", "1")
     yield server
     server.stop()
 

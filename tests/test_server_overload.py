@@ -1,6 +1,7 @@
 """A room full of learners on one server: a bounded queue, 429 + Retry-After, nobody lost.
 
-A server of the test's own with a small queue (--max-queue 2: one generating, two waiting) gets
+A server of the test's own with two slots and a small queue (--parallel 2 --max-queue 2: two
+answering together, two waiting) gets
 16 requests at once, from 16 threads with the azure-ai-inference client (which retries a 429 that
 carries Retry-After) and, separately, with raw httpx (which does not retry). Every request must
 end answered (200) or told to retry (429 with Retry-After and retry-after-ms): no other status,
@@ -24,7 +25,9 @@ MAX_TOKENS = 4
 
 @pytest.fixture(scope="module")
 def busy_server(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("overload") / "state", "--max-queue", "2")
+    server = start_server(
+        tmp_path_factory.mktemp("overload") / "state", "--parallel", "2", "--max-queue", "2"
+    )
     yield server
     assert server.stop() == 0
 
@@ -91,7 +94,7 @@ def test_16_azure_clients_at_once_are_all_answered_or_told_to_retry(busy_server)
     )
     assert set(final) <= {200, 429}, f"lost or failed requests: {results}"
     assert final[200] + final[429] == N
-    assert throttled >= 1, "16 at once must overflow a queue of 2"
+    assert throttled >= 1, "16 at once must overflow two slots and a queue of 2"
     assert retried_ok >= 1, "the client's own retries (after Retry-After) got through"
     assert all(set(a) <= {200, 429} for a in attempts), attempts
 

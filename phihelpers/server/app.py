@@ -3,9 +3,9 @@
     app = create_app(registry_or_engine, ServeSettings.build(...))
 
 `app.state` holds what the routes (routes.py) and the generation bridge (bridge.py) read:
-`settings` (ServeSettings), `models` (the ModelRegistry), `gate` (admission control), `executor`
-(the one engine thread), `runs` (generations in progress), `closing` (set at shutdown) and
-`begin_shutdown()`.
+`settings` (ServeSettings), `models` (the ModelRegistry), `gate` (admission control: a slot per
+parallel sequence), `scheduler` (the engine thread, batching.py), `runs` (answers in progress),
+`closing` (set at shutdown) and `begin_shutdown()`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .admin import install as install_admin
+from .batching import Scheduler
 from .embeddings import router as embeddings_router
 from .engine import Engine
 from .errors import ApiError, error_response
@@ -118,7 +119,7 @@ def create_app(
         try:
             yield
         finally:
-            app.state.executor.shutdown(wait=False, cancel_futures=True)
+            app.state.scheduler.close()
             if on_stop:
                 on_stop()
 
@@ -131,8 +132,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.models = models  # which GGUF answers which `model`
-    app.state.gate = Gate(settings.limits)
-    app.state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi-engine")
+    app.state.gate = Gate(replace(settings.limits, slots=models.parallel))
+    app.state.scheduler = Scheduler(models)  # the engine thread: decodes every answer together
     app.state.runs = set()
     app.state.closing = asyncio.Event()
     app.state.begin_shutdown = lambda: _begin_shutdown(app)

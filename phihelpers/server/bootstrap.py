@@ -4,17 +4,25 @@
 a state directory that cannot be used or a busy port fails before the model loads; the state
 file (with a fresh secret, which /health proves it holds: phihelpers.state) is written only once
 the server listens, and only if no other live server owns it.
+
+A start is fast when the model loads on a thread of its own while this one imports the web
+stack (FastAPI, pydantic, uvicorn: most of a start): llama.cpp reads the file without holding
+the GIL. The log says where a start spent its time (`Timeline`; benchmarks/bench_cold_start.py
+reads that line).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import importlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import load_settings
@@ -31,6 +39,54 @@ from ..state import (
 from .settings import ServeSettings
 
 log = logging.getLogger("phihelpers.server")
+
+
+class Timeline:
+    """When each step of a start happened (time.monotonic(), one clock for every process of
+    the machine), for one line in the log."""
+
+    def __init__(self, started: float | None = None):
+        self.started = started if started is not None else time.monotonic()
+        self.marks: list[tuple[str, float, float | None]] = []
+
+    def mark(self, name: str, since: float | None = None) -> None:
+        """`name` happened now (a step that began at `since`, if given)."""
+        self.marks.append((name, time.monotonic(), since))  # (from any thread)
+
+    def line(self) -> str:
+        def since_start(t: float) -> str:
+            return f"{t - self.started:.3f}"
+
+        steps = ", ".join(
+            f"{name} {since_start(since)}-{since_start(t)}" if since else f"{name} {since_start(t)}"
+            for name, t, since in sorted(self.marks, key=lambda m: m[1])
+        )
+        return (
+            f"start-up: {steps} (seconds since the process started, monotonic {self.started:.6f})"
+        )
+
+
+def in_background(func: Callable, name: str) -> Callable:
+    """Run `func()` on a thread now; the function returned waits for it and returns its result
+    (or raises its exception)."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:  # handed to whoever waits
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return result
 
 
 def _refusal(settings: ServeSettings) -> str | None:
@@ -94,17 +150,18 @@ def bind(host: str, port: int) -> socket.socket:
 def claim_state(state_dir, state: dict) -> bool:
     """Write our state file, unless a live server already owns it (a foreground `serve`
     beside the background server must not take the background server's place)."""
-    from ..launcher import is_live
-
     current = read_state(state_dir)  # LocalServerError: see phihelpers.state
-    if current and current["pid"] != state["pid"] and is_live(current):
-        log.warning(
-            "another server (pid %d, %s) owns the state in %s; this one serves without it",
-            current["pid"],
-            url_of(current),
-            state_dir,
-        )
-        return False
+    if current and current["pid"] != state["pid"]:
+        from ..launcher import is_live  # (httpx: imported only when there is one to ask)
+
+        if is_live(current):
+            log.warning(
+                "another server (pid %d, %s) owns the state in %s; this one serves without it",
+                current["pid"],
+                url_of(current),
+                state_dir,
+            )
+            return False
     write_state(state_dir, state)
     return True
 
@@ -119,12 +176,17 @@ def _state_dir_refusal(state_dir) -> str | None:
     return None
 
 
-def serve(settings: ServeSettings) -> int:
-    """Run the server in this process until SIGINT/SIGTERM. Returns the exit code."""
+def serve(settings: ServeSettings, started: float | None = None) -> int:
+    """Run the server in this process until SIGINT/SIGTERM. Returns the exit code.
+
+    `started`: time.monotonic() when the process began (phihelpers/__main__.py), for the log's
+    start-up line (else: when this was called)."""
+    timeline = Timeline(started)
+    timeline.mark("serve")  # Python started and the command line is read
     # llama.cpp's threads wait passively at their barriers (spinning ones starve each other
     # on a busy small machine: docs/performance.md). OpenMP reads this when llama.cpp loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .engine import ModelFileError
+    from .engine import ModelFileError, default_parallel
     from .models import ModelRegistry
 
     env = load_settings()  # PHI_MODEL, PHI_MODELS_DIR, and the state dir if none is given
@@ -142,7 +204,44 @@ def serve(settings: ServeSettings) -> int:
         if settings.embedding_model:
             models.embedding_path = Path(settings.embedding_model).expanduser()
         models.embedding_pooling = settings.embedding_pooling
-        engine = models.start()  # the default model; pulled ones load when a request names them
+        models.parallel = settings.parallel or default_parallel()
+        models.kv_tokens = settings.kv_cache_tokens
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    bindings = threading.Event()
+
+    def load():  # the default model; pulled ones load when a request names them
+        begun = time.monotonic()
+        try:
+            # llama-cpp-python's own import (~0.1 s of Python: numpy, ctypes) goes first and
+            # alone: beside the imports below it would get half the GIL and start the load late.
+            # (engine.py is still the only module that uses it.)
+            importlib.import_module("llama_cpp")
+            timeline.mark("llama_cpp", since=begun)
+        finally:
+            bindings.set()
+        begun = time.monotonic()
+        engine = models.start()
+        timeline.mark("model", since=begun)
+        return engine
+
+    loaded = in_background(load, "phi-model-load")
+    bindings.wait()
+    begun = time.monotonic()
+    try:  # meanwhile, on this thread: what serving needs besides the model
+        from .app import create_app
+
+        _import_uvicorn()
+        timeline.mark("imports", since=begun)
+    except BaseException:
+        # While llama.cpp loads, stdout and stderr lead to /dev/null: report once it is done.
+        with contextlib.suppress(BaseException):
+            loaded()
+        raise
+    try:
+        engine = loaded()
     except ModelFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -167,19 +266,28 @@ def serve(settings: ServeSettings) -> int:
             "serving %s (%d-token context, %d threads, loaded in %.2f s) on %s",
             engine.name, engine.n_ctx, engine.n_threads, engine.load_seconds, url_of(state),
         )  # fmt: skip
+        timeline.mark("listening")  # uvicorn accepts once this returns (the socket listens)
+        log.info("%s", timeline.line())
 
     def on_stop() -> None:
         remove_state(state_dir, pid=os.getpid())
 
-    from .app import create_app
-
     app = create_app(models, settings, on_start, on_stop)
     app.state.state_secret = state["secret"]  # what /health proves it holds
+    timeline.mark("app")
     _run_uvicorn(app, sock, settings)
     return 0
 
 
+def _import_uvicorn() -> None:
+    import uvicorn  # noqa: F401 - imported beside the model load (serve)
+
+    from .connections import guarded_protocol  # noqa: F401
+
+
 def _run_uvicorn(app, sock: socket.socket, settings: ServeSettings) -> None:
+    import asyncio
+
     import uvicorn
 
     from .connections import guarded_protocol

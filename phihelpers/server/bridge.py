@@ -1,9 +1,10 @@
-"""The bridge between the engine thread and the event loop: one generation, read token by token.
+"""The bridge between the engine thread and the event loop: one answer, read token by token.
 
-llama.cpp generates on a single worker thread (the model is not thread-safe); each request's
-route awaits a `Run`, which queues for the model (the Gate), starts the generation on that
-thread, and hands its text to the event loop as it comes. A client that goes away, or a server
-that shuts down, sets `cancelled`, and the engine stops at the next token (or mid-prompt).
+llama.cpp generates on a single thread, the scheduler's (batching.py), which decodes every
+running answer together; each request's route awaits a `Run`, which queues for a slot (the
+Gate), hands the request to the scheduler as a Job, and passes its text to the event loop as it
+comes. A client that goes away, or a server that shuts down, sets `cancelled`, and the
+scheduler ends that answer at the next step (or mid-prompt), leaving the others running.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
+from .batching import Job
 from .engine import GenerationParams, PromptError, Usage
 from .errors import ApiError, bad_request
 from .models import ModelChoice
 
 log = logging.getLogger("phihelpers.server")
 
-# At most this often the engine thread wakes the event loop with new text (see Run._hand_over).
+# At most this often the engine thread wakes the event loop with new text (see Run._poster).
 HAND_OVER_SECONDS = 0.02
 
 
@@ -48,10 +50,10 @@ def as_api_error(exc: BaseException) -> ApiError:
 
 
 class Run:
-    """One generation on the engine thread, read from the event loop token by token.
+    """One chat answer from the scheduler's engine thread, read on the event loop.
 
-    `state` is the app's state: `gate` (admission), `models` (the registry), `executor` (the
-    one engine thread), `runs` (generations in progress) and `closing` (an asyncio.Event).
+    `state` is the app's state: `gate` (admission), `scheduler` (batching.Scheduler: the engine
+    thread), `runs` (answers in progress) and `closing` (an asyncio.Event).
     """
 
     def __init__(
@@ -74,71 +76,68 @@ class Run:
         self.failure: ApiError | None = None  # why it ended early, after the status line
 
     # -- on the engine thread ---------------------------------------------------------------
-    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
-        put = self.queue.put_nowait
-        began = time.perf_counter()  # not counting the wait in the queue
-        try:
-            engine = self.state.models.activate(self.choice)  # loads it if another is loaded
-            gen = engine.generate(self.messages, self.params, cancelled=lambda: self.cancelled)
-            self.usage = gen.usage
-            loop.call_soon_threadsafe(put, ("ready", None))
-            self._hand_over(loop, gen.pieces)
-            self.finish_reason = gen.finish_reason
-            if self.cancelled:
-                log.info(
-                    "generation stopped after %d tokens: %s",
-                    gen.usage.completion_tokens,
-                    "shutting down" if self.state.closing.is_set() else "the client went away",
-                )
-            loop.call_soon_threadsafe(put, ("end", None))
-        except BaseException as exc:  # handed to the event loop, which answers for it
-            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-                loop.call_soon_threadsafe(put, ("error", exc))
-        finally:
-            seconds = time.perf_counter() - began
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.state.gate.leave, self.key, seconds)
-                loop.call_soon_threadsafe(self.state.runs.discard, self)
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop, pieces) -> None:
-        """Pass the text to the event loop, waking it at most once per HAND_OVER_SECONDS.
+    def _poster(self, loop: asyncio.AbstractEventLoop, job: Job, began: float):
+        """The job's `post`: hands events to the event loop, waking it at most once per
+        HAND_OVER_SECONDS for text.
 
         Each wake-up (a write to the loop's self-pipe, a thread switch, an SSE chunk, the
         client parsing it) takes CPU from the model's own threads on a small machine. The
         first piece goes at once (time to first token); later pieces that arrive within the
-        interval travel together in one chunk, so a piece waits at most one token's time.
+        interval travel together in one chunk; "ready", "end" and "error" go at once.
         """
-        waiting: collections.deque[str] = collections.deque()  # append/popleft: thread-safe
+        waiting: collections.deque = collections.deque()  # append/popleft: thread-safe
+        last_wake = [float("-inf")]
 
         def deliver() -> None:  # on the event loop
-            parts = []
+            parts: list[str] = []
             while waiting:
-                parts.append(waiting.popleft())
+                kind, value = waiting.popleft()
+                if kind == "piece":
+                    parts.append(value)
+                    continue
+                if parts:
+                    self.queue.put_nowait(("piece", "".join(parts)))
+                    parts = []
+                self.queue.put_nowait((kind, value))
             if parts:
                 self.queue.put_nowait(("piece", "".join(parts)))
 
-        last_wake = float("-inf")
-        try:
-            for piece in pieces:
-                waiting.append(piece)
-                now = time.perf_counter()
-                if now - last_wake >= HAND_OVER_SECONDS:
-                    last_wake = now
+        def done() -> None:  # on the event loop
+            self.state.gate.leave(self.key, time.perf_counter() - began)
+            self.state.runs.discard(self)
+
+        def post(kind: str, value) -> None:
+            if kind in ("end", "error"):
+                self.usage, self.finish_reason = job.usage, job.finish_reason
+                if kind == "end" and self.cancelled:
+                    log.info(
+                        "generation stopped after %d tokens: %s",
+                        job.usage.completion_tokens,
+                        "shutting down" if self.state.closing.is_set() else "the client went away",
+                    )
+            waiting.append((kind, value))
+            now = time.perf_counter()
+            urgent = kind != "piece"
+            if urgent or now - last_wake[0] >= HAND_OVER_SECONDS:
+                last_wake[0] = now
+                with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                     loop.call_soon_threadsafe(deliver)
-                if self.cancelled:
-                    break
-        finally:  # what is left goes before the "end" (or "error") that follows
-            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-                loop.call_soon_threadsafe(deliver)
+                    if kind in ("end", "error"):
+                        loop.call_soon_threadsafe(done)
+
+        return post
 
     # -- on the event loop ------------------------------------------------------------------
     async def start(self) -> None:
         """Queue for the model, start generating, and wait until the prompt is accepted."""
         await self.state.gate.enter(self.key)
         loop = asyncio.get_running_loop()
+        job = Job(self.messages, self.params, post=lambda *_: None, choice=self.choice)
+        job.cancelled = lambda: self.cancelled
+        job.post = self._poster(loop, job, time.perf_counter())  # not counting the wait
         try:
             self.state.runs.add(self)
-            loop.run_in_executor(self.state.executor, self._work, loop)
+            self.state.scheduler.submit(job)
         except BaseException:
             self.state.runs.discard(self)
             self.state.gate.leave(self.key, 0.0)
@@ -209,12 +208,12 @@ async def unless_disconnected(request: Request, run: Run, awaitable):
 
 
 async def on_engine(state, key: str, work):
-    """Run `work()` on the engine thread in its turn (through the Gate, like a generation):
-    embeddings share the model slot and the limits with chat."""
+    """Run `work()` on the engine thread between two decoding steps, in its turn (through the
+    Gate, like an answer): embeddings share the slots and the limits with chat."""
     await state.gate.enter(key)
     began = time.perf_counter()
     try:
-        return await asyncio.get_running_loop().run_in_executor(state.executor, work)
+        return await asyncio.wrap_future(state.scheduler.call(work))
     except (ApiError, PromptError, ValueError) as exc:
         raise as_api_error(exc) from None
     finally:

@@ -7,13 +7,14 @@ llama.cpp; this module only wires them together and counts tokens.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,90 +115,252 @@ class GenerationParams:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those found in the cache (not read again)
 
     def as_dict(self) -> dict:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
 
 
 @dataclass
-class Generation:
-    """One running generation: text pieces as they come, then a finish reason and usage."""
+class Prompt:
+    """A request made ready for the scheduler (batching.py): its tokens and how it ends."""
 
-    pieces: Iterator[str]
-    usage: Usage
-    finish_reason: str | None = None
+    tokens: list[int]
+    max_tokens: int  # at most the room the context leaves
+    stop: list[str]  # the request's stop strings and the template's
+    params: GenerationParams
+    grammar: str | None = None  # GBNF that llama.cpp parsed against this vocabulary
+
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    """llama.cpp's one-time initialisation (what Llama() does on its first use), quiet."""
+    global _backend_ready
+    if not _backend_ready:
+        import llama_cpp
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(False)
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux's MemAvailable; else the physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return 8 << 30
+
+
+@contextlib.contextmanager
+def _llama_logs_dropped():
+    """llama.cpp's ~2,000 lines about loading a model and making a context, dropped in C.
+
+    llama-cpp-python sends each through a Python callback (which prints nothing at our log
+    level), and each call takes the GIL: beside the thread importing the web stack (server/
+    bootstrap.py) a load then waits for that thread line by line. A failed load still says
+    why: LlamaModel and LlamaContext raise, and engine.ModelFileError names the file."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._logger import llama_log_callback
+
+    try:  # abs(int) reads the level argument and ignores the rest: a C no-op
+        drop = ctypes.cast(ctypes.CDLL(None).abs, llama_cpp.llama_log_callback)
+    except (OSError, AttributeError, TypeError):  # no C library to borrow it from (Windows)
+        yield
+        return
+    llama_cpp.llama_log_set(drop, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(llama_log_callback, ctypes.c_void_p(0))
+
+
+def default_parallel() -> int:
+    """Sequences decoded together: 8 per core, at most 16 (measured on 2 cores: the aggregate
+    rate still grows to 16; docs/performance.md). PHI_LOCAL_PARALLEL / --parallel override."""
+    return max(1, min(16, 8 * (os.cpu_count() or 1)))
 
 
 class Engine:
-    """One loaded GGUF model. Not thread-safe: the server runs one generation at a time."""
+    """One loaded GGUF model and its llama.cpp context: `parallel` sequences that share one KV
+    cache of `kv_tokens` cells, each request's sequence at most `n_ctx` long. The scheduler
+    (batching.py) decodes them together, on one thread: nothing here is thread-safe except
+    `prepare`, which only reads the vocabulary."""
+
+    N_BATCH = 512  # tokens per llama_decode call at most
 
     def __init__(
-        self, path: Path | str | None = None, n_ctx: int = 4096, n_threads: int | None = None
+        self,
+        path: Path | str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        parallel: int = 1,
+        kv_tokens: int | None = None,
     ):
         import llama_cpp
-        from llama_cpp import Llama
+        from llama_cpp import _internals
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.path = Path(path) if path else default_model_path()
         check_model_file(self.path)
         self.n_threads = n_threads or default_threads()
+        self.parallel = max(1, parallel)
         started = time.perf_counter()
+        _init_backend()
         try:
-            self.llm = Llama(
-                model_path=str(self.path),
-                n_ctx=n_ctx,
-                n_threads=self.n_threads,
-                # Reading the prompt is compute-bound: every core helps.
-                n_threads_batch=max(self.n_threads, min(os.cpu_count() or 1, 8)),
-                verbose=False,
-            )
+            with _llama_logs_dropped():
+                self.model = _internals.LlamaModel(
+                    path_model=str(self.path),
+                    params=llama_cpp.llama_model_default_params(),
+                    verbose=False,
+                )
+                self.kv_tokens = max(n_ctx, kv_tokens or self._default_kv_tokens(n_ctx))
+                self.ctx = _internals.LlamaContext(
+                    model=self.model, params=self._context_params(), verbose=False
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelFileError(
                 f"llama.cpp could not load {self.path}: {exc}. The file may be corrupt or "
                 "truncated, or use an architecture this llama.cpp build does not know."
             ) from exc
+        self.batch = _internals.LlamaBatch(
+            n_tokens=self.N_BATCH, embd=0, n_seq_max=1, verbose=False
+        )
+        self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
         self.load_seconds = time.perf_counter() - started
-        self.n_ctx = self.llm.n_ctx()
+        self.n_ctx = n_ctx  # one request's window: prompt plus answer
         self.name = model_name_from_path(self.path)
-        meta = self.llm.metadata
+        meta = self.model.metadata()
         template = meta.get("tokenizer.chat_template")
         if not template:
             raise ModelFileError(
                 f"{self.path} has no chat template in its metadata; use an instruct/chat GGUF."
             )
-        eos_id = self.llm.token_eos()
-        bos_id = self.llm.token_bos()
+        eos_id, bos_id = self.model.token_eos(), self.model.token_bos()
         self.formatter = Jinja2ChatFormatter(
             template=template,
-            eos_token=self.llm._model.token_get_text(eos_id) if eos_id != -1 else "",
-            bos_token=self.llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+            eos_token=self.model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=self.model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
+        self.stop_token_ids = {eos_id}
         self.n_ctx_train = int(
             meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0
         )
         # Reading a long prompt is one llama_decode call that can take seconds. llama.cpp asks
-        # this callback between the steps of a decode whether to abort; it is set only while a
-        # prompt is read (it runs hundreds of times per token), after that the per-token
-        # stopping criteria check for cancellation.
+        # this callback between the steps of a decode whether to abort; the scheduler sets it
+        # only for a step that reads a long prompt alone (it runs hundreds of times per token).
         self._reading_cancelled: Callable[[], bool] | None = None
         self._abort_callback = llama_cpp.ggml_abort_callback(
             lambda _data: bool(self._reading_cancelled and self._reading_cancelled())
         )
         self._no_abort_callback = llama_cpp.ggml_abort_callback()
+        self.primed = self._prime()
 
-    def _abort_reading_when(self, cancelled: Callable[[], bool] | None) -> None:
+    def _prime(self) -> list[int]:
+        """Read the template's preamble into sequence 0 now, at load: the tokens every chat
+        that starts with a user message begins with (SmolLM2's default system prompt, the
+        first turn's markup), found as what two one-message chats have in common. The first
+        request then reads only its own words (prefix reuse, batching.py). Returns them."""
+        from .batching import common_prefix
+
+        try:
+            a, _ = self.prompt_tokens([{"role": "user", "content": "a"}])
+            b, _ = self.prompt_tokens([{"role": "user", "content": "b"}])
+        except PromptError:  # a template that wants a system turn first, say
+            return []
+        preamble = a[: min(common_prefix(a, b), self.N_BATCH, self.n_ctx - 1)]
+        batch = self.batch.batch
+        for i, token in enumerate(preamble):
+            batch.token[i], batch.pos[i], batch.seq_id[i][0] = token, i, 0
+            batch.n_seq_id[i], batch.logits[i] = 1, False
+        batch.n_tokens = len(preamble)
+        if not preamble or self.decode() != 0:
+            self.forget_all()
+            return []
+        return preamble
+
+    def take_primed(self) -> list[int]:
+        """The tokens _prime left in sequence 0, once (a second scheduler on this engine
+        cannot know what the first left there)."""
+        primed, self.primed = self.primed, []
+        return primed
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes one token takes in the KV cache (f16 keys and values in every layer)."""
+        import llama_cpp
+
+        m = self.model.model
+        head = llama_cpp.llama_model_n_embd(m) // max(1, llama_cpp.llama_model_n_head(m))
+        return 4 * llama_cpp.llama_model_n_layer(m) * llama_cpp.llama_model_n_head_kv(m) * head
+
+    def _default_kv_tokens(self, n_ctx: int) -> int:
+        """Room for 512 tokens per slot (a room's short answers all fit at once), at least one
+        whole context, and at most a quarter of the memory available now."""
+        wanted = max(n_ctx, 512 * self.parallel)
+        budget = available_memory() // 4 // max(1, self.kv_bytes_per_token())
+        return max(n_ctx, min(wanted, budget))
+
+    def _context_params(self):
+        """One unified KV cache for all sequences (llama-cpp-python's embedding mode does the
+        same): a room's short answers fit together where per-sequence caches of n_ctx would
+        take n_ctx cells each."""
+        import llama_cpp
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.kv_tokens
+        params.n_batch = params.n_ubatch = self.N_BATCH
+        params.n_seq_max = self.parallel
+        params.kv_unified = True
+        params.n_threads = self.n_threads  # one token per sequence: memory-bound
+        # Reading a prompt, or several sequences at once, is compute-bound: every core helps.
+        params.n_threads_batch = max(self.n_threads, min(os.cpu_count() or 1, 8))
+        return params
+
+    def abort_when(self, cancelled: Callable[[], bool] | None) -> None:
+        """Let the next llama_decode stop early when `cancelled()` says so (None: never)."""
         import llama_cpp
 
         self._reading_cancelled = cancelled
         callback = self._abort_callback if cancelled else self._no_abort_callback
-        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, callback, None)
+        llama_cpp.llama_set_abort_callback(self.ctx.ctx, callback, None)
 
     # -- prompt ---------------------------------------------------------------------------
+    def prepare(
+        self,
+        messages: list[dict],
+        params: GenerationParams,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Prompt:
+        """The request's tokens, stops, answer budget and grammar; PromptError if it cannot be
+        served (too long, a template that refuses it, a grammar llama.cpp cannot parse)."""
+        tokens, formatted = self.prompt_tokens(messages, cancelled)
+        room = self.n_ctx - len(tokens)
+        stop = list(params.stop) + [s for s in _as_list(formatted.stop) if s]
+        return Prompt(
+            tokens=tokens,
+            max_tokens=min(params.max_tokens or room, room),
+            stop=stop,
+            params=params,
+            grammar=self._grammar(params.grammar),
+        )
+
     def prompt_tokens(
         self, messages: list[dict], cancelled: Callable[[], bool] = lambda: False
     ) -> tuple[list[int], object]:
@@ -224,7 +387,9 @@ class Engine:
                 text, special = part, True
             add_bos = n == 0 and not formatted.added_special
             if text or add_bos:
-                tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+                tokens += self.model.tokenize(
+                    text.encode("utf-8"), add_bos=add_bos, special=special
+                )
             if len(tokens) >= self.n_ctx:
                 self._too_long(f"more than {len(tokens)}")
             if n % 256 == 255 and cancelled():
@@ -245,9 +410,9 @@ class Engine:
     def longest_token(self) -> int:
         """Bytes of the longest token in the vocabulary (found once, when first needed: a scan
         of the whole vocabulary, kept off the start-up path)."""
-        vocab = self.llm._model
+        vocab = self.model
         return max(
-            1, max(len(vocab.token_get_text(i).encode("utf-8")) for i in range(self.llm.n_vocab()))
+            1, max(len(vocab.token_get_text(i).encode("utf-8")) for i in range(vocab.n_vocab()))
         )
 
     def _too_long(self, count: str) -> None:
@@ -258,85 +423,64 @@ class Engine:
             code="context_length_exceeded",
         )
 
-    # -- generation -------------------------------------------------------------------------
-    def generate(
-        self,
-        messages: list[dict],
-        params: GenerationParams,
-        cancelled: Callable[[], bool] = lambda: False,
-    ) -> Generation:
-        """Start a generation. The prompt is checked here, before any text is produced."""
-        from llama_cpp import StoppingCriteriaList
+    # -- decoding and sampling (the scheduler's thread) -----------------------------------
+    def sampler(self, params: GenerationParams, gbnf: str | None = None) -> Sampler:
+        """One request's sampling (its own chain, seed and grammar state)."""
+        return Sampler(self, params, gbnf)
 
-        tokens, formatted = self.prompt_tokens(messages, cancelled)
-        usage = Usage(prompt_tokens=len(tokens))
-        generation = Generation(pieces=iter(()), usage=usage)
+    def decode(self) -> int:
+        """llama_decode of the batch: 0 done, 1 no room in the KV cache, 2 aborted."""
+        import llama_cpp
 
-        def count_and_check(ids, _logits) -> bool:
-            # llama.cpp calls this after each sampled token with the tokens evaluated so far
-            # (the prompt plus all but the newest sampled token), and once more when it is done
-            # with the same length as its last call: so count positions, not calls.
-            if usage.completion_tokens == 0:
-                self._abort_reading_when(None)  # the prompt is read
-            usage.completion_tokens = max(usage.completion_tokens, len(ids) - len(tokens) + 1)
-            return cancelled()
+        return llama_cpp.llama_decode(self.ctx.ctx, self.batch.batch)
 
-        criteria = StoppingCriteriaList([count_and_check])
-        if formatted.stopping_criteria is not None:
-            criteria.extend(formatted.stopping_criteria)
-        room = self.n_ctx - len(tokens)
-        max_tokens = min(params.max_tokens or room, room)
-        grammar = self._grammar(params.grammar)
+    def forget(self, seq_id: int, from_pos: int = 0) -> None:
+        """Drop a sequence's cached tokens from position `from_pos` on."""
+        import llama_cpp
 
-        stream = self.llm.create_completion(
-            prompt=tokens,
-            max_tokens=max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stop=list(params.stop) + list(formatted.stop or []),
-            seed=params.seed,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            stopping_criteria=criteria,
-            grammar=grammar,
-            stream=True,
-        )
+        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1)
 
-        def pieces() -> Iterator[str]:
-            self._abort_reading_when(cancelled)
-            try:
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    if choice.get("text"):
-                        yield choice["text"]
-                    if choice.get("finish_reason"):
-                        generation.finish_reason = choice["finish_reason"]
-            except RuntimeError:  # "llama_decode returned 2": aborted while reading the prompt
-                if not cancelled():
-                    raise
-            finally:
-                self._abort_reading_when(None)
-            if generation.finish_reason is None:
-                generation.finish_reason = "stop"
+    def forget_all(self) -> None:
+        """Empty the KV cache (a scheduler starting on this engine knows nothing of it)."""
+        import llama_cpp
 
-        generation.pieces = pieces()
-        return generation
+        llama_cpp.llama_memory_clear(self.memory, True)
+
+    def is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return token in self.stop_token_ids or llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
+
+    def piece(self, token: int) -> bytes:
+        """The token's text as bytes (a multi-byte character may span tokens). llama.cpp's
+        llama_token_to_piece, used directly: llama-cpp-python's LlamaModel.token_to_piece
+        returns its whole 32-byte buffer, NULs included."""
+        import ctypes
+
+        import llama_cpp
+
+        size = 32
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self.model.vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
 
     def _grammar(self, gbnf: str | None):
-        """A LlamaGrammar for `gbnf`, checked against this model's vocabulary now (before any
-        token is sent), or None. PromptError if llama.cpp refuses it."""
+        """`gbnf`, checked against this model's vocabulary now (before any token is sent), or
+        None. PromptError if llama.cpp refuses it."""
         if gbnf is None:
             return None
         import llama_cpp
-        from llama_cpp import LlamaGrammar
 
         sampler = llama_cpp.llama_sampler_init_grammar(
-            self.llm._model.vocab, gbnf.encode("utf-8"), b"root"
+            self.model.vocab, gbnf.encode("utf-8"), b"root"
         )
         if not sampler:
             raise PromptError("llama.cpp could not parse the grammar made from this schema.")
         llama_cpp.llama_sampler_free(sampler)
-        return LlamaGrammar.from_string(gbnf, verbose=False)
+        return gbnf
 
     def info(self) -> dict:
         return {
@@ -347,7 +491,124 @@ class Engine:
             "context_window": self.n_ctx,
             "context_window_trained": self.n_ctx_train,
             "threads": self.n_threads,
+            "parallel": self.parallel,
+            "kv_cache_tokens": self.kv_tokens,
         }
+
+
+def _as_list(stop) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+class Sampler:
+    """One request's sampling, all of it llama.cpp's samplers.
+
+    The chain is the one llama-cpp-python's create_completion builds (Llama._init_sampler,
+    with its defaults: top_k 40, typical_p 1, min_p 0.05, repeat penalty 1 over the last 64
+    tokens), with the request's temperature, top_p, penalties and seed; greedy at temperature 0.
+
+    A grammar is applied the way llama.cpp's own common_sampler does: the chain picks a token
+    and the grammar checks only that one; only if the grammar refuses it is the grammar applied
+    to the whole vocabulary and the token picked again. (llama-cpp-python puts the grammar
+    first in the chain, so every token of the vocabulary is checked against it at every step:
+    measured about half the decoding speed.)"""
+
+    def __init__(self, engine: Engine, params: GenerationParams, gbnf: str | None):
+        import ctypes
+
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self.engine = engine
+        self.chain = _internals.LlamaSampler()
+        self._add_chain(params)
+        self.grammar = None
+        if gbnf:
+            self.grammar = llama_cpp.llama_sampler_init_grammar(
+                engine.model.vocab, gbnf.encode("utf-8"), b"root"
+            )
+            n_vocab = engine.model.n_vocab()
+            self.cur = _internals.LlamaTokenDataArray(n_vocab=n_vocab)
+            self.one = (llama_cpp.llama_token_data * 1)()
+            self.one_array = llama_cpp.llama_token_data_array(
+                data=ctypes.cast(self.one, llama_cpp.llama_token_data_p), size=1, selected=-1
+            )
+            self.n_vocab = n_vocab
+
+    def _add_chain(self, params: GenerationParams) -> None:
+        import llama_cpp
+
+        chain = self.chain
+        chain.add_penalties(
+            n_vocab=self.engine.model.n_vocab(),
+            penalty_last_n=64,
+            penalty_repeat=1.0,
+            penalty_freq=params.frequency_penalty,
+            penalty_present=params.presence_penalty,
+        )
+        if params.temperature == 0.0:
+            chain.add_greedy()
+            return
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
+        chain.add_top_k(40)
+        chain.add_typical(1.0, 1)
+        chain.add_top_p(params.top_p, 1)
+        chain.add_min_p(0.05, 1)
+        chain.add_temp(params.temperature)
+        chain.add_dist(seed & 0xFFFFFFFF)
+
+    def sample(self, row: int) -> int:
+        """The next token from the logits of batch row `row` (and it is accepted)."""
+        if self.grammar is None:
+            return self.chain.sample(self.engine.ctx, row)  # applies the chain and accepts
+        import llama_cpp
+        import numpy as np
+
+        pointer = llama_cpp.llama_get_logits_ith(self.engine.ctx.ctx, row)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        token = self._pick(logits, grammar_first=False)
+        if not self._allowed(token):
+            token = self._pick(logits, grammar_first=True)
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        self.chain.accept(token)
+        return token
+
+    def _pick(self, logits, grammar_first: bool) -> int:
+        import ctypes
+
+        import llama_cpp
+
+        self.cur.copy_logits(logits)
+        candidates = ctypes.byref(self.cur.candidates)
+        if grammar_first:
+            llama_cpp.llama_sampler_apply(self.grammar, candidates)
+        llama_cpp.llama_sampler_apply(self.chain.sampler, candidates)
+        array = self.cur.candidates
+        return int(array.data[array.selected].id)
+
+    def _allowed(self, token: int) -> bool:
+        import ctypes
+        import math
+
+        import llama_cpp
+
+        self.one[0].id, self.one[0].logit, self.one[0].p = token, 1.0, 0.0
+        self.one_array.size, self.one_array.selected, self.one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self.one_array))
+        return not math.isinf(self.one[0].logit)
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self.grammar is not None:
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+        self.chain.close()
+
+    def __del__(self):
+        self.close()
 
 
 def new_completion_id() -> str:

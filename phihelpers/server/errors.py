@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from fastapi.responses import JSONResponse
+# FastAPI is imported when a response is made, not with this module: settings.py and models.py
+# import it, and `serve` starts loading the model before the web stack is imported (bootstrap.py).
+if TYPE_CHECKING:
+    from fastapi.responses import JSONResponse
 
 
 class ApiError(Exception):
@@ -24,6 +28,8 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(
         {"error": {"code": code, "message": message, "status": status}},
         status_code=status,

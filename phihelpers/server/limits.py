@@ -1,6 +1,7 @@
 """Admission control in front of the model: a bounded queue and an optional per-key rate limit.
 
-The model runs one generation at a time. Requests wait in a queue of bounded length; past it,
+The model answers `slots` requests at a time (decoded together: batching.py). More requests
+wait in a queue of bounded length; past it,
 the server answers 429 with Retry-After (seconds) and retry-after-ms, which azure-core and
 openai-python both honour, so their own retries get through. An optional per-key limit
 (requests per minute, concurrent requests) reproduces the old GitHub Models free tier.
@@ -18,18 +19,19 @@ from .errors import too_many_requests
 
 @dataclass
 class LimitSettings:
-    max_queue: int = 8  # requests allowed to wait while one is generating
+    max_queue: int = 8  # requests allowed to wait while every slot is answering
+    slots: int = 1  # requests answered at once (the engine's parallel sequences)
     requests_per_minute: int = 0  # per key and window; 0 = no limit
     concurrent_per_key: int = 0  # per key; 0 = no limit
     window_seconds: float = 60.0  # the window requests_per_minute counts in (short for lessons)
 
 
 class Gate:
-    """One model slot plus a bounded waiting line; estimates how long a newcomer would wait."""
+    """The model's slots plus a bounded waiting line; estimates how long a newcomer would wait."""
 
     def __init__(self, limits: LimitSettings):
         self.limits = limits
-        self._slot = asyncio.Semaphore(1)
+        self._slot = asyncio.Semaphore(max(1, limits.slots))
         self.waiting = 0
         self.active = 0
         self._avg_seconds = 2.0  # running estimate of one request's duration
@@ -43,12 +45,12 @@ class Gate:
     def _come_back_in(self) -> float:
         """Seconds a client turned away from a full queue should wait before retrying.
 
-        A place in the queue frees up about once per request's duration. Clients turned away
-        together are told to come back one request-duration apart, in the order they came, so
-        their retries arrive at the pace places free up instead of all at once.
+        A place in the queue frees up about once per request's duration divided by the slots.
+        Clients turned away together are told to come back that far apart, in the order they
+        came, so their retries arrive at the pace places free up instead of all at once.
         """
         now = time.monotonic()
-        step = max(0.25, self._avg_seconds)
+        step = max(0.25, self._avg_seconds / max(1, self.limits.slots))
         self._promised_until = max(now, self._promised_until) + step
         return self._promised_until - now
 
@@ -81,8 +83,8 @@ class Gate:
     async def enter(self, key: str) -> None:
         if self._slot.locked() and self.waiting >= self.limits.max_queue:
             raise too_many_requests(
-                f"The server is busy: one request is generating and {self.waiting} are waiting "
-                f"(the queue holds {self.limits.max_queue}). Retry shortly.",
+                f"The server is busy: {self._taken()} and {self.waiting} are waiting (the "
+                f"queue holds {self.limits.max_queue}). Retry shortly.",
                 self._come_back_in(),
             )
         self.check_key(key)
@@ -96,6 +98,10 @@ class Gate:
         finally:
             self.waiting -= 1
         self.active += 1
+
+    def _taken(self) -> str:
+        slots = self.limits.slots
+        return "one request is generating" if slots == 1 else f"all {slots} answer slots are taken"
 
     def leave(self, key: str, seconds: float) -> None:
         self.active -= 1

@@ -106,6 +106,8 @@ class ModelRegistry:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.engine_factory = engine_factory
+        self.parallel = 1  # answers decoded together (serve --parallel)
+        self.kv_tokens: int | None = None  # the shared KV cache's size; None: the engine's rule
         self.engine: Engine | None = None
         self._default_info: dict = {}
         self.embedding_path: Path | None = None  # None: the shipped MiniLM, else the default's
@@ -118,6 +120,7 @@ class ModelRegistry:
         """A registry around an already loaded engine (its default)."""
         default = ModelChoice(engine.name, Path(engine.path), engine.n_ctx, (engine.name.lower(),))
         registry = cls(default, models_dir, engine.n_ctx, engine.n_threads)
+        registry.parallel, registry.kv_tokens = engine.parallel, engine.kv_tokens
         registry.engine = engine
         registry._default_info = engine.info()
         return registry
@@ -239,7 +242,13 @@ class ModelRegistry:
             self.engine = None
             gc.collect()  # llama.cpp frees the weights when the Llama object goes
         try:
-            engine = self.engine_factory(choice.path, n_ctx=choice.n_ctx, n_threads=self.n_threads)
+            engine = self.engine_factory(
+                choice.path,
+                n_ctx=choice.n_ctx,
+                n_threads=self.n_threads,
+                parallel=self.parallel,
+                kv_tokens=self.kv_tokens,
+            )
         except ModelFileError as exc:
             if choice is self.default and not self._default_info:
                 raise  # at start-up: `serve` reports it and exits
@@ -247,9 +256,11 @@ class ModelRegistry:
         engine.name = choice.name
         self.engine = engine
         log.info(
-            "loaded %s (%d-token context, %d threads) in %.2f s",
+            "loaded %s (%d-token context, %d slots sharing a %d-token cache, %d threads) in %.2f s",
             engine.name,
             engine.n_ctx,
+            engine.parallel,
+            engine.kv_tokens,
             engine.n_threads,
             engine.load_seconds,
         )

@@ -208,7 +208,8 @@ def health(request: Request) -> dict:
         "server": "phihelpers",
         "pid": os.getpid(),
         "model": state.models.default.name,
-        "generating": state.gate.active,  # 0 or 1: the model is busy
+        "generating": state.gate.active,  # answers in slots now
+        "slots": state.gate.limits.slots,  # answers decoded together at most (--parallel)
         "queued": state.gate.waiting,
     }
     proof = _proof(request)

@@ -70,13 +70,28 @@ class ServeSettings(BaseModel):
         description="CPU threads for generating (PHI_LOCAL_THREADS; default all cores but one)",
         json_schema_extra=_rule("must be at least 1"),
     )
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="answers decoded together, each in its own slot (PHI_LOCAL_PARALLEL; "
+        "default 8 per core, at most 16; 1 = one at a time)",
+        json_schema_extra=_rule("must be between 1 and 256"),
+    )
+    kv_cache_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="tokens the slots' shared KV cache holds (default 512 per slot, at least "
+        "--n-ctx, at most a quarter of the free memory)",
+        json_schema_extra=_rule("must be at least 64"),
+    )
     state_dir: Path | None = Field(
         None, description="where server.json and server.log live (PHI_STATE_DIR)"
     )
     max_queue: int = Field(
         LimitSettings.max_queue,
         ge=0,
-        description="requests that may wait while one generates (then 429)",
+        description="requests that may wait while every slot is answering (then 429)",
         json_schema_extra=_rule("must not be negative"),
     )
     rate_limit_rpm: int = Field(
@@ -179,6 +194,7 @@ class ServeSettings(BaseModel):
             "model": s.local_model_path,
             "n_ctx": s.local_n_ctx,
             "threads": s.local_threads,
+            "parallel": s.local_parallel,
             "state_dir": s.state_dir,
             "api_key": s.local_api_key,
         }
@@ -199,6 +215,7 @@ class ServeSettings(BaseModel):
     def limits(self) -> LimitSettings:
         return LimitSettings(
             max_queue=self.max_queue,
+            slots=self.parallel or 1,
             requests_per_minute=self.rate_limit_rpm,
             concurrent_per_key=self.rate_limit_concurrency,
             window_seconds=self.rate_limit_window,
