@@ -2,14 +2,17 @@
 
 In one run, on the same GGUF and the same machine, side by side:
 
-  in-process   llama_cpp.Llama(...).create_chat_completion(stream=True): the limit
-  ours/azure   this project's server through azure-ai-inference streaming
-  ours/openai  this project's server through the openai SDK streaming
-  peer/openai  `python -m llama_cpp.server` (needs llama-cpp-python[server] extras:
-               pip install -r benchmarks/requirements.txt), same n_threads and n_ctx
+  in-process     llama_cpp.Llama(...).create_chat_completion(stream=True): the limit
+  ours/azure     this project's server through azure-ai-inference streaming
+  ours/openai    this project's server through the openai SDK streaming (its default
+                 --parallel: answers decoded together, server/batching.py)
+  ours-1/openai  the same server with --parallel 1: one answer at a time (the baseline)
+  peer/openai    `python -m llama_cpp.server` (needs llama-cpp-python[server] extras:
+                 pip install -r benchmarks/requirements.txt), same n_threads and n_ctx
 
 Measured: time to first token (p50/p95), decode tokens/s, total latency on a short and a long
-prompt; concurrency 1, 2, 4, 8 (throughput, p95 latency, 429s and cut-off streams); cold
+prompt; concurrency 1, 2, 4, 8, 16 (throughput, p95 latency, 429s and cut-off streams); the
+burst (every request of the highest level sent at once: time to first token p50/p95); cold
 start (process spawn to first token); optionally the wall time of `pytest notebooks/`.
 Systems take turns within each repetition, so the machine's load falls on all of them alike:
 compare the ratios, not the absolute numbers, on a shared machine.
@@ -58,6 +61,16 @@ BACKGROUND = (
     "modern automated beacons that guide ships along dangerous coasts. "
 )
 WARM_UP = [{"role": "user", "content": "Say hello."}]
+_asked = iter(range(1, 10**9))
+
+
+def fresh(messages: list[dict]) -> list[dict]:
+    """The messages with a number of their own at the start of the last one, so that no
+    request finds its prompt in a cache: this server keeps one cached conversation per slot,
+    llama_cpp.server and in-process Llama the last one. All of them still reuse the chat
+    template's preamble (the same first tokens in every request)."""
+    *head, last = messages
+    return [*head, {**last, "content": f"[{next(_asked)}] {last['content']}"}]
 
 
 def prompts(quick: bool) -> dict[str, list[dict]]:
@@ -214,15 +227,28 @@ class Server:
                 self.proc.wait()
 
 
-def start_ours(workdir: Path, model: Path, n_ctx: int, threads: int, max_queue: int) -> Server:
-    """This project's server, through its launcher (the one place a `serve` process starts)."""
+def start_ours(
+    workdir: Path,
+    model: Path,
+    n_ctx: int,
+    threads: int,
+    max_queue: int,
+    parallel: int | None = None,
+) -> Server:
+    """This project's server, through its launcher (the one place a `serve` process starts).
+    parallel=None: its default (answers decoded together); 1: one at a time."""
     from phihelpers.launcher import spawn
 
     args = ["--host", "127.0.0.1", "--port", "0", "--model", str(model), "--n-ctx", str(n_ctx)]
     args += ["--threads", str(threads), "--max-queue", str(max_queue)]
+    name = "ours" if parallel is None else f"ours-{parallel}"
+    if parallel is not None:
+        args += ["--parallel", str(parallel)]
+    workdir = workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
     server = Server(
-        "ours",
+        name,
         lambda _log: spawn(state_dir, args, env=clean_env(), cwd=ROOT),
         workdir,
         None,
@@ -302,7 +328,7 @@ def run_single(runners: dict, messages: dict, reps: int, max_tokens: int) -> dic
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             for prompt, msgs in messages.items():
-                t = runners[name](msgs, max_tokens)
+                t = runners[name](fresh(msgs), max_tokens)
                 raw[name][prompt].append(t)
                 print(
                     f"  rep {rep + 1}/{reps} {prompt:5} {name:12} ttft={t.ttft or 0:.3f}s "
@@ -321,9 +347,11 @@ def run_concurrent(streams: list, messages: list[dict], max_tokens: int) -> dict
     barrier = threading.Barrier(n)
     results: list[Timing | None] = [None] * n
 
+    asks = [fresh(messages) for _ in range(n)]
+
     def worker(i: int) -> None:
         barrier.wait()
-        results[i] = streams[i](messages, max_tokens)
+        results[i] = streams[i](asks[i], max_tokens)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
     started = time.perf_counter()
@@ -342,7 +370,7 @@ def run_sequential(stream_one, n: int, messages: list[dict], max_tokens: int) ->
     """
     timings, elapsed = [], 0.0
     for _ in range(n):
-        t = stream_one(messages, max_tokens)
+        t = stream_one(fresh(messages), max_tokens)
         t.ttft = None if t.ttft is None else t.ttft + elapsed
         elapsed += t.total
         t.total = elapsed
@@ -362,6 +390,7 @@ def concurrency_summary(timings: list[Timing], wall: float) -> dict:
         "throughput_tps": sum(t.tokens for t in ok) / wall if wall > 0 else None,
         "latency_p50": percentile([t.total for t in ok], 50),
         "latency_p95": percentile([t.total for t in ok], 95),
+        "ttft_p50": percentile([t.ttft for t in ok], 50),
         "ttft_p95": percentile([t.ttft for t in ok], 95),
         "errors_429": sum(t.error == "429" for t in timings),
         "cut_off": sum(t.error == "cut_off" for t in timings),
@@ -454,6 +483,10 @@ def table_rows(results: dict) -> list[dict]:
                     "tokens": c["completion_tokens"],
                     "throughput_tps": c["throughput_tps"],
                     "throughput_ratio": ratio(c["throughput_tps"], b.get("throughput_tps")),
+                    "vs_one_at_a_time": ratio(
+                        c["throughput_tps"],
+                        conc.get(BASELINE, {}).get(key, {}).get("throughput_tps"),
+                    ),
                     "latency_p95_s": c["latency_p95"],
                     "latency_ratio": ratio(c["latency_p95"], b.get("latency_p95")),
                     "errors_429": c["errors_429"],
@@ -461,6 +494,7 @@ def table_rows(results: dict) -> list[dict]:
                     "errors": c["errors_429"] + c["cut_off"] + c["errors_other"],
                 }
             )
+    rows += burst_rows(results)
     for system, c in results["cold_start"].items():
         if "first_token_s" in c:
             rows.append(
@@ -479,6 +513,34 @@ def table_rows(results: dict) -> list[dict]:
                 "system": "pytest notebooks/",
                 "wall_s": nb["wall_s"],
                 "exit_code": nb["exit_code"],
+            }
+        )
+    return rows
+
+
+BASELINE = "ours-1/openai"  # one answer at a time: what batching is measured against
+
+
+def burst_rows(results: dict) -> list[dict]:
+    """The highest concurrency level, read as a burst: every request sent at once, and how long
+    each waited for its first token (in-process: back to back, counted from the burst)."""
+    level = str(max(results["meta"]["concurrency_levels"]))
+    conc = results["concurrency"]
+    base = conc.get(BASELINE, {}).get(level, {})
+    rows = []
+    for system, per in conc.items():
+        c = per.get(level)
+        if not c or system == INPROC:
+            continue
+        rows.append(
+            {
+                "section": f"burst/{level}",
+                "system": system,
+                "answered": c["answered"],
+                "ttft_p50_s": c.get("ttft_p50"),
+                "ttft_p95_s": c.get("ttft_p95"),
+                "ttft_p95_ratio": ratio(c.get("ttft_p95"), base.get("ttft_p95")),
+                "cut_off": c["cut_off"],
             }
         )
     return rows
@@ -521,12 +583,22 @@ def render_table(rows: list[dict]) -> str:
             ("system", "system"),
             ("tokens", "tokens"),
             ("throughput tok/s", "throughput_tps"),
-            ("throughput ratio", "throughput_ratio"),
+            ("vs in-process", "throughput_ratio"),
+            ("vs one at a time", "vs_one_at_a_time"),
             ("p95 latency s", "latency_p95_s"),
             ("p95 ratio", "latency_ratio"),
             ("429s", "errors_429"),
             ("cut off", "cut_off"),
             ("errors", "errors"),
+        ],
+        "burst": [
+            ("requests at once", lambda r: r["section"].split("/")[1]),
+            ("system", "system"),
+            ("answered", "answered"),
+            ("TTFT p50 s", "ttft_p50_s"),
+            ("TTFT p95 s", "ttft_p95_s"),
+            ("p95 vs one at a time", "ttft_p95_ratio"),
+            ("cut off", "cut_off"),
         ],
         "cold_start": [
             ("system", "system"),
@@ -573,6 +645,7 @@ def targets(results: dict) -> dict:
                     "met": over <= 20,
                 }
     conc = results["concurrency"]
+    out.update(batching_targets(results))
     for peer in ("peer/openai", "peer-queued/openai"):
         for level, c in conc.get(peer, {}).items():
             o = conc.get("ours/openai", {}).get(level)
@@ -601,6 +674,26 @@ def targets(results: dict) -> dict:
     return out
 
 
+def batching_targets(results: dict) -> dict:
+    """Issue 16's goals: at 8 concurrent at least 1.6x the one-at-a-time server; a burst's
+    p95 time to first token at most a quarter of its; no stream of ours cut off."""
+    conc, out = results["concurrency"], {}
+    ours, base = conc.get("ours/openai", {}), conc.get(BASELINE, {})
+    if "8" in ours and "8" in base:
+        r = ratio(ours["8"]["throughput_tps"], base["8"]["throughput_tps"])
+        out["batched>=1.6x-one-at-a-time:c8"] = {"value": r, "met": r is not None and r >= 1.6}
+    level = str(max(results["meta"]["concurrency_levels"]))
+    if level in ours and level in base:
+        r = ratio(ours[level].get("ttft_p95"), base[level].get("ttft_p95"))
+        out[f"burst{level}-ttft-p95<=0.25x-one-at-a-time"] = {
+            "value": r,
+            "met": r is not None and r <= 0.25,
+        }
+    cut = sum(c["cut_off"] + c["errors_other"] for c in ours.values())
+    out["no-stream-of-ours-cut-off"] = {"value": cut, "met": cut == 0}
+    return out
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """Long format: one line per (section, system, metric)."""
     with path.open("w", newline="") as f:
@@ -624,6 +717,7 @@ def plot(results: dict, path: Path) -> None:
     styles = {
         INPROC: ("k", "--"),
         "ours/openai": ("tab:blue", "-"),
+        BASELINE: ("tab:cyan", "--"),
         "peer/openai": ("tab:red", "-"),
         "peer-queued/openai": ("tab:orange", ":"),
     }
@@ -632,7 +726,8 @@ def plot(results: dict, path: Path) -> None:
         color, ls = styles.get(system, ("gray", "-"))
         label = {
             INPROC: "in-process (one model, back to back)",
-            "ours/openai": "this project's server",
+            "ours/openai": "this project's server (answers decoded together)",
+            BASELINE: "this project's server, --parallel 1 (one at a time)",
             "peer/openai": "llama_cpp.server (defaults)",
             "peer-queued/openai": "llama_cpp.server (--interrupt_requests False)",
         }.get(system, system)
@@ -702,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notebooks", action="store_true", help="also time `pytest notebooks/`")
     ap.add_argument("--reps", type=int, help="repetitions per prompt (default 5; quick: 1)")
     ap.add_argument("--max-tokens", type=int, help="tokens per answer (default 128; quick: 8)")
-    ap.add_argument("--concurrency", type=int, nargs="+", help="levels (default 1 2 4 8)")
+    ap.add_argument("--concurrency", type=int, nargs="+", help="levels (default 1 2 4 8 16)")
     ap.add_argument(
         "--threads",
         type=int,
@@ -741,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reps = args.reps or (1 if args.quick else 5)
     max_tokens = args.max_tokens or (8 if args.quick else 128)
-    levels = args.concurrency or ([1, 2] if args.quick else [1, 2, 4, 8])
+    levels = args.concurrency or ([1, 2] if args.quick else [1, 2, 4, 8, 16])
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -805,6 +900,13 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 peers.append(p)
 
+        print("this project's server with --parallel 1 (one at a time) ...", flush=True)
+        one = start_ours(
+            workdir, model, args.n_ctx, args.threads, max_queue=max(16, *levels), parallel=1
+        )
+        servers.append(one)
+        one.wait_first_token("{url}/v1", msgs["short"])
+
         llm = Llama(
             model_path=str(model),
             n_ctx=args.n_ctx,
@@ -829,8 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         results["single"] = run_single(runners, msgs, reps, max_tokens)
 
         print(f"concurrency {levels} ...", flush=True)
-        conc: dict = {INPROC: {}, "ours/openai": {}}
-        targets_c = {"ours/openai": ours.url}
+        conc: dict = {INPROC: {}, "ours/openai": {}, BASELINE: {}}
+        targets_c = {"ours/openai": ours.url, BASELINE: one.url}
         for p in peers:
             conc[f"{p.name}/openai"] = {}
             targets_c[f"{p.name}/openai"] = p.url

@@ -256,3 +256,31 @@ def test_a_closed_scheduler_refuses_new_work(engine):
     sched.close()
     with pytest.raises(RuntimeError):
         submit(sched)
+
+
+def test_a_system_prompt_read_once_serves_every_slot(scheduler):
+    """A second request with the same system prompt, while the first still answers in another
+    slot, finds that prompt in the cache (its cells shared, not read again)."""
+    system = {"role": "system", "content": "You are a lighthouse keeper. " * 20}
+    first, got1 = submit(scheduler, [system, STORY[0]], temperature=0.0, max_tokens=80)
+    while "piece" not in got1.kinds():
+        time.sleep(0.01)
+    other = {"role": "user", "content": "Describe the sea at night."}
+    second, got2 = submit(scheduler, [system, other], temperature=0.0, max_tokens=8)
+    wait(got1, got2)
+    assert second.usage.cached_tokens > 100  # the ~120-token system prompt
+    assert second.usage.cached_tokens < second.usage.prompt_tokens
+    assert got2.kinds()[-1] == "end" and second.finish_reason in ("length", "stop")
+
+
+def test_the_template_preamble_is_read_at_load(engine):
+    """Every chat that opens with a user message starts with the same template tokens
+    (SmolLM2's default system prompt): a fresh engine has them cached already."""
+    fresh = Engine(n_ctx=512, parallel=2, kv_tokens=1024)
+    sched = Scheduler(ModelRegistry.for_engine(fresh))
+    try:
+        job, got = submit(sched, max_tokens=2)
+        wait(got)
+    finally:
+        sched.close()
+    assert job.usage.cached_tokens > 0

@@ -45,6 +45,10 @@ log = logging.getLogger("phihelpers.server")
 # a few steps. Alone, a prompt is read Engine.N_BATCH tokens per decode.
 PROMPT_CHUNK = 64
 
+# Idle slots keep their caches (a conversation's next turn reuses it) up to this share of one
+# request's context window, in all; the oldest go first.
+IDLE_CACHE_SHARE = 0.5
+
 
 @dataclass
 class Job:
@@ -143,6 +147,7 @@ class Scheduler:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._order = itertools.count()
+        self.preamble: list[int] = []  # the template's first tokens, cached at load
         self.engine: Engine | None = None
         self.slots: list[Slot] = []
         self.steps = 0
@@ -193,10 +198,24 @@ class Scheduler:
                 self._calls.clear()
             for work, future in calls:
                 self._call(work, future)
-            self._admit()
-            if self.busy():
-                self._step()
+            try:
+                self._admit()
+                if self.busy():
+                    self._step()
+            except Exception as exc:  # a bug here must not leave every request hanging
+                log.exception("the scheduler failed; the answers in progress end with an error")
+                self._fail_all(exc)
         self._drain()
+
+    def _fail_all(self, exc: Exception) -> None:
+        for slot in self.slots:
+            job = slot.job
+            if job is not None:
+                self._release(slot)
+                job.post("error", exc)
+            slot.cached = []
+        if self.engine is not None:
+            self.engine.forget_all()
 
     @staticmethod
     def _call(work: Callable, future: Future) -> None:
@@ -224,7 +243,9 @@ class Scheduler:
     # -- admission --------------------------------------------------------------------------
     def _admit(self) -> None:
         """Move waiting jobs into free slots, first come first served."""
+        self._drop_cancelled()
         while True:
+            engine = None  # (a model being replaced must not stay referenced from here)
             with self._wake:
                 if not self._jobs:
                     return
@@ -254,6 +275,16 @@ class Scheduler:
             self._pop(job)
             self._start(engine, slot, job)
 
+    def _drop_cancelled(self) -> None:
+        """Waiting jobs whose clients went away end now, wherever they are in the line (they
+        hold a place in the Gate until they do)."""
+        with self._wake:
+            gone = [job for job in self._jobs if job.cancelled()]
+            for job in gone:
+                self._jobs.remove(job)
+        for job in gone:
+            job.post("end", None)
+
     def _pop(self, job: Job) -> None:
         with self._wake:
             self._jobs.remove(job)
@@ -262,9 +293,12 @@ class Scheduler:
         """The engine for the job's model, loading it if no slot is busy; None: wait."""
         wanted = job.choice or self.models.default
         current = self.models.engine
-        if current is None or str(current.path) != str(wanted.path):
+        switching = current is None or str(current.path) != str(wanted.path)
+        del current  # the registry unloads the old model first: nothing here may hold it
+        if switching:
             if self.busy():
                 return None
+            self.engine, self.slots = None, []
         try:
             engine = self.models.activate(job.choice)
         except Exception as exc:  # a model that fails to load: this request's answer
@@ -274,40 +308,88 @@ class Scheduler:
         if engine is not self.engine:
             self.engine = engine
             self.slots = [Slot(i) for i in range(engine.parallel)]
-            primed = engine.take_primed()  # the template's preamble, read at load
-            if primed:
-                self.slots[0].cached = primed
+            self.preamble = engine.take_primed()  # the template's preamble, read at load
+            if self.preamble:
+                self.slots[0].cached = list(self.preamble)
             else:
                 engine.forget_all()
         return engine
 
     def _place(self, engine: Engine, prompt: Prompt, free: list[Slot]) -> Slot | None:
-        """The free slot sharing the longest prefix with the prompt (else the one unused the
-        longest), if the cache can hold the prompt and its whole answer next to the others."""
-        slot = max(free, key=lambda s: (common_prefix(s.cached, prompt.tokens), -s.last_used))
+        """The free slot whose cache loses least to this prompt (its own continuation first,
+        then an empty slot, then the one unused the longest), if the cache can hold the prompt
+        and its whole answer next to the others (idle caches are dropped for it, oldest first,
+        but only if that makes room)."""
+
+        def kept(s: Slot) -> tuple:
+            shared = common_prefix(s.cached, prompt.tokens)
+            return (shared - (len(s.cached) - shared), shared, -s.last_used)
+
+        slot = max(free, key=kept)
         need = len(prompt.tokens) + prompt.max_tokens
         others = [s for s in self.slots if s is not slot]
         used = sum(s.reserved() for s in others)
-        for idle in sorted((s for s in others if s.job is None), key=lambda s: s.last_used):
+        idle = sorted((s for s in others if s.job is None and s.cached), key=lambda s: s.last_used)
+        if used - sum(len(s.cached) for s in idle) + need > engine.kv_tokens:
+            return None  # even without every idle cache it does not fit: keep them, wait
+        for s in idle:
             if used + need <= engine.kv_tokens:
                 break
-            if idle.cached:  # its cache is only a cache: drop it to make room
-                used -= len(idle.cached)
-                idle.cached = []
-                engine.forget(idle.seq_id)
-        return slot if used + need <= engine.kv_tokens else None
+            used -= len(s.cached)
+            self._drop_cache(engine, s)
+        return slot
+
+    def _drop_cache(self, engine: Engine, slot: Slot) -> None:
+        """Forget an idle slot's cache, but for the template's preamble if it starts with it."""
+        keep = len(self.preamble) if slot.cached[: len(self.preamble)] == self.preamble else 0
+        engine.forget(slot.seq_id, keep)
+        slot.cached = slot.cached[:keep]
+
+    def _trim_idle(self, engine: Engine) -> None:
+        """Keep idle caches to IDLE_CACHE_SHARE of one context, dropping the oldest: in the
+        unified cache every answer's attention spans every cell in use, so a conversation
+        nobody continues makes everyone's decoding slower."""
+        budget = int(engine.n_ctx * IDLE_CACHE_SHARE)
+        idle = sorted((s for s in self.slots if s.job is None), key=lambda s: s.last_used)
+        held = sum(len(s.cached) for s in idle)
+        for s in idle:
+            if held <= budget:
+                break
+            before = len(s.cached)
+            self._drop_cache(engine, s)
+            held -= before - len(s.cached)
 
     def _start(self, engine: Engine, slot: Slot, job: Job) -> None:
         prompt = job.prompt
-        reuse = min(common_prefix(slot.cached, prompt.tokens), len(prompt.tokens) - 1)
-        engine.forget(slot.seq_id, reuse)
-        slot.cached = prompt.tokens[:reuse]
+        reuse = self._reuse(engine, slot, prompt.tokens)
         slot.pending = prompt.tokens[reuse:]
         slot.job, slot.next_token, slot.order = job, None, next(self._order)
         slot.sampler = engine.sampler(prompt.params, prompt.grammar)
         slot.text = StopText(prompt.stop)
         job.usage = Usage(prompt_tokens=len(prompt.tokens), cached_tokens=reuse)
         job.post("ready", None)
+
+    def _reuse(self, engine: Engine, slot: Slot, tokens: list[int]) -> int:
+        """Leave in the slot's sequence the longest start of `tokens` found in the cache, and
+        return its length. It may come from another slot (busy or not): in the unified cache
+        llama_memory_seq_cp only marks those cells as this sequence's too, so a room's
+        requests share the template's preamble (read once at load: Engine._prime) and a
+        system prompt they have in common. At least one token is left to read: its logits
+        start the answer."""
+        limit = len(tokens) - 1
+        own = min(common_prefix(slot.cached, tokens), limit)
+        donor, shared = slot, own
+        for other in self.slots:
+            n = min(common_prefix(other.cached, tokens), limit)
+            if other is not slot and n > shared:
+                donor, shared = other, n
+        if donor is slot:
+            engine.forget(slot.seq_id, own)
+        else:
+            engine.forget(slot.seq_id)
+            engine.share(donor.seq_id, slot.seq_id, shared)
+        slot.cached = tokens[:shared]
+        return shared
 
     # -- one step ---------------------------------------------------------------------------
     def _step(self) -> None:
@@ -407,6 +489,7 @@ class Scheduler:
             job.post("piece", tail)
         job.finish_reason = reason
         self._release(slot)
+        self._trim_idle(self.engine)
         job.post("end", None)
 
     @staticmethod

@@ -197,6 +197,9 @@ def default_parallel() -> int:
     return max(1, min(16, 8 * (os.cpu_count() or 1)))
 
 
+KV_TOKENS_PER_SLOT = 1024 + 128  # the default answer cap and a short prompt
+
+
 class Engine:
     """One loaded GGUF model and its llama.cpp context: `parallel` sequences that share one KV
     cache of `kv_tokens` cells, each request's sequence at most `n_ctx` long. The scheduler
@@ -311,9 +314,11 @@ class Engine:
         return 4 * llama_cpp.llama_model_n_layer(m) * llama_cpp.llama_model_n_head_kv(m) * head
 
     def _default_kv_tokens(self, n_ctx: int) -> int:
-        """Room for 512 tokens per slot (a room's short answers all fit at once), at least one
-        whole context, and at most a quarter of the memory available now."""
-        wanted = max(n_ctx, 512 * self.parallel)
+        """Room in every slot for a short prompt and a whole default-length answer (1024
+        tokens: serve --default-max-tokens), so a room running the quick start's code
+        (max_tokens=1000) answers in every slot at once; at least one whole context, and at
+        most a quarter of the memory available now."""
+        wanted = max(n_ctx, KV_TOKENS_PER_SLOT * self.parallel)
         budget = available_memory() // 4 // max(1, self.kv_bytes_per_token())
         return max(n_ctx, min(wanted, budget))
 
@@ -440,6 +445,13 @@ class Engine:
 
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1)
 
+    def share(self, from_seq: int, to_seq: int, n_tokens: int) -> None:
+        """Let sequence `to_seq` use `from_seq`'s first `n_tokens` cached tokens (in the
+        unified cache: the same cells, now also marked as `to_seq`'s)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_cp(self.memory, from_seq, to_seq, 0, n_tokens)
+
     def forget_all(self) -> None:
         """Empty the KV cache (a scheduler starting on this engine knows nothing of it)."""
         import llama_cpp
@@ -551,13 +563,14 @@ class Sampler:
         if params.temperature == 0.0:
             chain.add_greedy()
             return
-        seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed
+        # LLAMA_DEFAULT_SEED (0xFFFFFFFF) means "pick one at random": a given seed never is it
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed % 0xFFFFFFFF
         chain.add_top_k(40)
         chain.add_typical(1.0, 1)
         chain.add_top_p(params.top_p, 1)
         chain.add_min_p(0.05, 1)
         chain.add_temp(params.temperature)
-        chain.add_dist(seed & 0xFFFFFFFF)
+        chain.add_dist(seed)
 
     def sample(self, row: int) -> int:
         """The next token from the logits of batch row `row` (and it is accepted)."""
