@@ -62,6 +62,7 @@ def app_state(scheduler: StubScheduler, **limits) -> SimpleNamespace:
     return SimpleNamespace(
         gate=Gate(LimitSettings(**limits)),
         scheduler=scheduler,
+        models=SimpleNamespace(loaded=lambda choice: None),  # prompts read by the scheduler
         runs=set(),
         closing=asyncio.Event(),
     )

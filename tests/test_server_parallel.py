@@ -231,3 +231,24 @@ def test_health_counts_answers_in_slots_and_the_queue_beyond_them(server, client
     assert seen["generating"] == SLOTS  # never more than the slots at once...
     assert seen["queued"] >= 1  # ...the rest waited in the queue
     assert health(server)["slots"] == SLOTS
+
+
+def test_a_prompt_that_cannot_fit_is_refused_without_waiting_for_a_slot(server, client):
+    """Every slot busy: a prompt longer than the context is refused at once (it is read before
+    it queues), not after the answers ahead of it."""
+    with ThreadPoolExecutor(SLOTS) as pool:
+        busy = [pool.submit(stream, client, max_tokens=80) for _ in range(SLOTS)]
+        deadline = time.monotonic() + 30
+        while health(server)["generating"] < SLOTS:
+            assert time.monotonic() < deadline, "the slots never filled"
+            time.sleep(0.02)
+        r = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "lighthouse " * 600}]},
+            timeout=60,
+        )
+        refused_while_busy = not all(f.done() for f in busy)
+        for f in busy:
+            f.result()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert refused_while_busy, "the refusal waited for the running answers to finish"

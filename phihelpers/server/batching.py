@@ -47,7 +47,7 @@ PROMPT_CHUNK = 64
 
 # Idle slots keep their caches (a conversation's next turn reuses it) up to this share of one
 # request's context window, in all; the oldest go first.
-IDLE_CACHE_SHARE = 0.5
+IDLE_CACHE_SHARE = 0.25
 
 
 @dataclass
@@ -65,7 +65,9 @@ class Job:
     choice: object = None  # a models.ModelChoice; None: the server's default model
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
-    prompt: Prompt | None = None  # set once the engine has read it
+    prompt: Prompt | None = None  # its tokens, stops and budget (Engine.prepare)
+    prepared_by: int | None = None  # Engine.serial of the engine that made `prompt`
+    flush: Callable[..., None] = lambda now=False: None  # send text held back (bridge.Run)
 
 
 class StopText:
@@ -196,16 +198,24 @@ class Scheduler:
                     break
                 calls = list(self._calls)
                 self._calls.clear()
+            if calls:
+                self._flush(now=True)  # the steps pause for this work: send what is held
             for work, future in calls:
                 self._call(work, future)
             try:
                 self._admit()
                 if self.busy():
                     self._step()
+                    self._flush()
             except Exception as exc:  # a bug here must not leave every request hanging
                 log.exception("the scheduler failed; the answers in progress end with an error")
                 self._fail_all(exc)
         self._drain()
+
+    def _flush(self, now: bool = False) -> None:
+        for slot in self.slots:
+            if slot.job is not None:
+                slot.job.flush(now)
 
     def _fail_all(self, exc: Exception) -> None:
         for slot in self.slots:
@@ -262,9 +272,10 @@ class Scheduler:
             free = [s for s in self.slots if s.job is None]
             if not free:
                 return
-            if job.prompt is None:
+            if job.prompt is None or job.prepared_by != engine.serial:
                 try:
                     job.prompt = engine.prepare(job.messages, job.params, job.cancelled)
+                    job.prepared_by = engine.serial
                 except Exception as exc:  # PromptError and the like: the request's fault
                     self._pop(job)
                     job.post("error", exc)

@@ -83,7 +83,8 @@ class Run:
         Each wake-up (a write to the loop's self-pipe, a thread switch, an SSE chunk, the
         client parsing it) takes CPU from the model's own threads on a small machine. The
         first piece goes at once (time to first token); later pieces that arrive within the
-        interval travel together in one chunk; "ready", "end" and "error" go at once.
+        interval travel together in one chunk (or go when the scheduler flushes them after
+        its step); "ready", "end" and "error" go at once.
         """
         waiting: collections.deque = collections.deque()  # append/popleft: thread-safe
         last_wake = [float("-inf")]
@@ -116,23 +117,48 @@ class Run:
                         "shutting down" if self.state.closing.is_set() else "the client went away",
                     )
             waiting.append((kind, value))
+            wake(urgent=kind != "piece", finished=kind in ("end", "error"))
+
+        def wake(urgent: bool, finished: bool = False) -> None:
             now = time.perf_counter()
-            urgent = kind != "piece"
             if urgent or now - last_wake[0] >= HAND_OVER_SECONDS:
                 last_wake[0] = now
                 with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
                     loop.call_soon_threadsafe(deliver)
-                    if kind in ("end", "error"):
+                    if finished:
                         loop.call_soon_threadsafe(done)
 
+        def flush(now: bool = False) -> None:
+            """Text held back by the interval goes once it is due (or `now`): the scheduler
+            calls this after each step, and before work that pauses the steps."""
+            if waiting:
+                wake(urgent=now)
+
+        job.flush = flush
         return post
 
     # -- on the event loop ------------------------------------------------------------------
     async def start(self) -> None:
-        """Queue for the model, start generating, and wait until the prompt is accepted."""
+        """Read the prompt, queue for a slot, start generating, and wait until it has one.
+
+        The prompt is templated and tokenized first, on a worker thread, if its model is the
+        one loaded: a prompt that cannot be served (too long, a grammar llama.cpp refuses) is
+        refused before it queues, and the engine thread does not stall the running answers
+        for it. (For a model that has to be loaded first, the engine thread does it.)"""
+        engine = self.state.models.loaded(self.choice)
+        prompt = None
+        if engine is not None:
+            try:
+                prompt = await asyncio.to_thread(
+                    engine.prepare, self.messages, self.params, lambda: self.cancelled
+                )
+            except (PromptError, ValueError) as exc:
+                raise as_api_error(exc) from None
         await self.state.gate.enter(self.key)
         loop = asyncio.get_running_loop()
         job = Job(self.messages, self.params, post=lambda *_: None, choice=self.choice)
+        job.prompt, job.prepared_by = prompt, engine.serial if engine else None
+        del engine  # a queued job must not keep a model alive that is about to be replaced
         job.cancelled = lambda: self.cancelled
         job.post = self._poster(loop, job, time.perf_counter())  # not counting the wait
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import itertools
 import os
 import re
 import time
@@ -197,6 +198,7 @@ def default_parallel() -> int:
     return max(1, min(16, 8 * (os.cpu_count() or 1)))
 
 
+_serials = itertools.count(1)
 KV_TOKENS_PER_SLOT = 1024 + 128  # the default answer cap and a short prompt
 
 
@@ -222,6 +224,7 @@ class Engine:
 
         self.path = Path(path) if path else default_model_path()
         check_model_file(self.path)
+        self.serial = next(_serials)  # which load of a model this is (prompts are per load)
         self.n_threads = n_threads or default_threads()
         self.parallel = max(1, parallel)
         started = time.perf_counter()

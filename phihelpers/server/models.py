@@ -228,6 +228,12 @@ class ModelRegistry:
         return self.default
 
     # -- loading (engine thread only) -----------------------------------------------------
+    def loaded(self, choice: ModelChoice | None = None) -> Engine | None:
+        """The Engine for `choice` (None: the default) if it is the one loaded now."""
+        engine = self.engine
+        wanted = choice or self.default
+        return engine if engine is not None and Path(engine.path) == wanted.path else None
+
     def start(self) -> Engine:
         """Load the default model (at server start)."""
         return self.activate(self.default)
