@@ -357,9 +357,9 @@ class Scheduler:
         slot.cached = slot.cached[:keep]
 
     def _trim_idle(self, engine: Engine) -> None:
-        """Keep idle caches to IDLE_CACHE_SHARE of one context, dropping the oldest: in the
-        unified cache every answer's attention spans every cell in use, so a conversation
-        nobody continues makes everyone's decoding slower."""
+        """Keep idle caches to IDLE_CACHE_SHARE of one context, dropping the oldest: a
+        conversation nobody continues should not hold cells (nor make the cache's cells in
+        use, which every answer's attention is computed over, grow without end)."""
         budget = int(engine.n_ctx * IDLE_CACHE_SHARE)
         idle = sorted((s for s in self.slots if s.job is None), key=lambda s: s.last_used)
         held = sum(len(s.cached) for s in idle)
