@@ -150,6 +150,14 @@ def local_path(entry: Entry, models_dir: Path) -> Path:
     return Path(models_dir) / entry.local_file
 
 
+# `pull` writes this record beside a file it verified: its size, SHA-256 and where that came from.
+PULL_RECORD = ".sha256.json"
+
+
+def pull_record(path: Path) -> Path:
+    return path.with_name(path.name + PULL_RECORD)
+
+
 def is_downloaded(entry: Entry, models_dir: Path) -> bool:
     """True when the verified file is in place (a `.part` file is not a download)."""
     return entry.pullable and local_path(entry, models_dir).is_file()

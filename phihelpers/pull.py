@@ -33,19 +33,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .catalog import Entry, get
+import httpx
 
-# httpx is imported by the functions that download: the server imports this module for SIDECAR
-# alone, and its start-up time counts (benchmarks/bench_cold_start.py).
-if TYPE_CHECKING:
-    import httpx
+from .catalog import Entry, get, pull_record
 
 CHUNK = 1 << 20
 MIN_MARGIN = 200 * 1024 * 1024  # room left free after the download (bytes) ...
 MARGIN_FRACTION = 0.02  # ... or this share of the file, whichever is bigger
-SIDECAR = ".sha256.json"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -67,10 +62,6 @@ class PullResult:
 
 def _gb(n: int | float) -> str:
     return f"{n / 1e9:.2f} GB"
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + SIDECAR)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -112,8 +103,6 @@ def _size_header(headers: httpx.Headers) -> int:
 
 
 def _offline(url: str, exc: Exception) -> PullError:
-    import httpx
-
     host = httpx.URL(url).host
     return PullError(
         f"cannot reach {host} ({type(exc).__name__}); you appear to be offline, or a "
@@ -136,7 +125,7 @@ def _already_there(entry: Entry, final: Path) -> PullResult | None:
         return None
     size = final.stat().st_size
     try:
-        record = json.loads(_sidecar(final).read_text())
+        record = json.loads(pull_record(final).read_text())
     except (OSError, ValueError):
         record = None
     if record and record.get("size") == size and _HEX64.match(str(record.get("sha256", ""))):
@@ -158,7 +147,7 @@ def _already_there(entry: Entry, final: Path) -> PullResult | None:
 
 
 def _write_sidecar(final: Path, size: int, sha256: str, source: str) -> None:
-    _sidecar(final).write_text(json.dumps({"size": size, "sha256": sha256, "source": source}))
+    pull_record(final).write_text(json.dumps({"size": size, "sha256": sha256, "source": source}))
 
 
 def check_free_space(
@@ -207,8 +196,6 @@ def pull(
 
     `free_space(path) -> bytes` replaces `shutil.disk_usage` (for tests and odd file systems).
     """
-    import httpx
-
     entry = _pinned_entry(name)
     if models_dir is None or endpoint is None:
         from .config import load_settings
@@ -264,8 +251,6 @@ def _metadata(
     client: httpx.Client, entry: Entry, url: str, allow_unverified: bool
 ) -> tuple[str, str, int]:
     """Ask the source (HEAD, no redirects) for the file's size and published SHA-256."""
-    import httpx
-
     try:
         r = client.head(url, follow_redirects=False, headers={"Accept-Encoding": "identity"})
         if r.status_code in (301, 302, 303, 307, 308) and not (
@@ -308,7 +293,6 @@ def _download(
 
     Returns (bytes fetched now, bytes kept from before).
     """
-    import httpx
     from tqdm.auto import tqdm
 
     if size and have == size:

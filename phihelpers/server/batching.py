@@ -253,17 +253,13 @@ class Scheduler:
     # -- admission --------------------------------------------------------------------------
     def _admit(self) -> None:
         """Move waiting jobs into free slots, first come first served."""
-        self._drop_cancelled()
         while True:
             engine = None  # (a model being replaced must not stay referenced from here)
+            self._drop_cancelled()
             with self._wake:
                 if not self._jobs:
                     return
                 job = self._jobs[0]
-            if job.cancelled():
-                self._pop(job)
-                job.post("end", None)
-                continue
             engine = self._engine_for(job)
             if engine is None:
                 if job in self._jobs:
@@ -302,14 +298,10 @@ class Scheduler:
 
     def _engine_for(self, job: Job) -> Engine | None:
         """The engine for the job's model, loading it if no slot is busy; None: wait."""
-        wanted = job.choice or self.models.default
-        current = self.models.engine
-        switching = current is None or str(current.path) != str(wanted.path)
-        del current  # the registry unloads the old model first: nothing here may hold it
-        if switching:
+        if self.models.loaded(job.choice) is None:  # another model, or none yet, is loaded
             if self.busy():
                 return None
-            self.engine, self.slots = None, []
+            self.engine, self.slots = None, []  # the registry unloads the old model first
         try:
             engine = self.models.activate(job.choice)
         except Exception as exc:  # a model that fails to load: this request's answer
@@ -337,45 +329,45 @@ class Scheduler:
             return (shared - (len(s.cached) - shared), shared, -s.last_used)
 
         slot = max(free, key=kept)
-        need = len(prompt.tokens) + prompt.max_tokens
         others = [s for s in self.slots if s is not slot]
-        used = sum(s.reserved() for s in others)
-        idle = sorted((s for s in others if s.job is None and s.cached), key=lambda s: s.last_used)
-        if used - sum(len(s.cached) for s in idle) + need > engine.kv_tokens:
+        excess = sum(s.reserved() for s in others) + len(prompt.tokens) + prompt.max_tokens
+        excess -= engine.kv_tokens
+        idle = [s for s in others if s.job is None]
+        if excess > sum(len(s.cached) - self._kept(s) for s in idle):
             return None  # even without every idle cache it does not fit: keep them, wait
-        for s in idle:
-            if used + need <= engine.kv_tokens:
-                break
-            used -= len(s.cached)
-            self._drop_cache(engine, s)
+        self._drop_oldest(engine, idle, excess)
         return slot
 
-    def _drop_cache(self, engine: Engine, slot: Slot) -> None:
-        """Forget an idle slot's cache, but for the template's preamble if it starts with it."""
-        keep = len(self.preamble) if slot.cached[: len(self.preamble)] == self.preamble else 0
-        engine.forget(slot.seq_id, keep)
-        slot.cached = slot.cached[:keep]
+    def _kept(self, slot: Slot) -> int:
+        """What of an idle slot's cache stays when it is dropped: the template's preamble."""
+        return len(self.preamble) if slot.cached[: len(self.preamble)] == self.preamble else 0
+
+    def _drop_oldest(self, engine: Engine, idle: list[Slot], excess: int) -> None:
+        """Drop idle slots' caches, the one unused the longest first, until `excess` cells
+        are free (nothing if it is not positive)."""
+        for s in sorted(idle, key=lambda s: s.last_used):
+            if excess <= 0:
+                return
+            keep = self._kept(s)
+            if len(s.cached) > keep:
+                excess -= len(s.cached) - keep
+                engine.forget(s.seq_id, keep)
+                s.cached = s.cached[:keep]
 
     def _trim_idle(self, engine: Engine) -> None:
         """Keep idle caches to IDLE_CACHE_SHARE of one context, dropping the oldest: a
         conversation nobody continues should not hold cells (nor make the cache's cells in
         use, which every answer's attention is computed over, grow without end)."""
-        budget = int(engine.n_ctx * IDLE_CACHE_SHARE)
-        idle = sorted((s for s in self.slots if s.job is None), key=lambda s: s.last_used)
+        idle = [s for s in self.slots if s.job is None]
         held = sum(len(s.cached) for s in idle)
-        for s in idle:
-            if held <= budget:
-                break
-            before = len(s.cached)
-            self._drop_cache(engine, s)
-            held -= before - len(s.cached)
+        self._drop_oldest(engine, idle, held - int(engine.n_ctx * IDLE_CACHE_SHARE))
 
     def _start(self, engine: Engine, slot: Slot, job: Job) -> None:
         prompt = job.prompt
         reuse = self._reuse(engine, slot, prompt.tokens)
         slot.pending = prompt.tokens[reuse:]
         slot.job, slot.next_token, slot.order = job, None, next(self._order)
-        slot.sampler = engine.sampler(prompt.params, prompt.grammar)
+        slot.sampler = engine.sampler(job.params, prompt.grammar)
         slot.text = StopText(prompt.stop)
         job.usage = Usage(prompt_tokens=len(prompt.tokens), cached_tokens=reuse)
         job.post("ready", None)
@@ -429,14 +421,12 @@ class Scheduler:
     def _fill_batch(self, engine: Engine) -> tuple[list[Slot], int]:
         """This step's batch: every answering slot's next token, then prompt tokens. Returns
         the slots in it and how many of them are answering."""
-        batch = engine.batch.batch
         n = 0
         in_batch: list[Slot] = []
 
         def add(slot: Slot, token: int, logits: bool) -> None:
             nonlocal n
-            batch.token[n], batch.pos[n] = token, len(slot.cached)
-            batch.seq_id[n][0], batch.n_seq_id[n], batch.logits[n] = slot.seq_id, 1, logits
+            engine.set_row(n, token, pos=len(slot.cached), seq_id=slot.seq_id, logits=logits)
             slot.cached.append(token)
             n += 1
 
@@ -460,11 +450,13 @@ class Scheduler:
                 add(slot, token, logits=not slot.pending and i == len(take) - 1)
             slot.row = n - 1 if not slot.pending else -1
             in_batch.append(slot)
-        batch.n_tokens = n
+        engine.batch.batch.n_tokens = n
         return in_batch, answering
 
     def _failed_decode(self, engine: Engine, in_batch: list[Slot], status: int) -> None:
         """An aborted read (its client went away) or a decode llama.cpp refused."""
+        if status != 2:
+            log.error("llama_decode returned %d (%d sequences in the batch)", status, len(in_batch))
         for slot in in_batch:
             job = slot.job
             slot.cached = []
@@ -472,7 +464,6 @@ class Scheduler:
             if status == 2 and job.cancelled():
                 self._finish(slot, "stop")
                 continue
-            log.error("llama_decode returned %d (%d sequences in the batch)", status, len(in_batch))
             self._release(slot)
             job.post("error", RuntimeError(f"llama_decode returned {status}"))
 

@@ -134,7 +134,6 @@ class Prompt:
     tokens: list[int]
     max_tokens: int  # at most the room the context leaves
     stop: list[str]  # the request's stop strings and the template's
-    params: GenerationParams
     grammar: str | None = None  # GBNF that llama.cpp parsed against this vocabulary
 
 
@@ -265,7 +264,6 @@ class Engine:
             bos_token=self.model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
-        self.stop_token_ids = {eos_id}
         self.n_ctx_train = int(
             meta.get(f"{meta.get('general.architecture', '')}.context_length", 0) or 0
         )
@@ -292,11 +290,9 @@ class Engine:
         except PromptError:  # a template that wants a system turn first, say
             return []
         preamble = a[: min(common_prefix(a, b), self.N_BATCH, self.n_ctx - 1)]
-        batch = self.batch.batch
         for i, token in enumerate(preamble):
-            batch.token[i], batch.pos[i], batch.seq_id[i][0] = token, i, 0
-            batch.n_seq_id[i], batch.logits[i] = 1, False
-        batch.n_tokens = len(preamble)
+            self.set_row(i, token, pos=i, seq_id=0, logits=False)
+        self.batch.batch.n_tokens = len(preamble)
         if not preamble or self.decode() != 0:
             self.forget_all()
             return []
@@ -365,7 +361,6 @@ class Engine:
             tokens=tokens,
             max_tokens=min(params.max_tokens or room, room),
             stop=stop,
-            params=params,
             grammar=self._grammar(params.grammar),
         )
 
@@ -436,6 +431,13 @@ class Engine:
         """One request's sampling (its own chain, seed and grammar state)."""
         return Sampler(self, params, gbnf)
 
+    def set_row(self, row: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        """Row `row` of the next batch: `token` at position `pos` of sequence `seq_id`, and
+        whether its logits are wanted (llama-cpp-python's LlamaBatch fills only sequence 0)."""
+        batch = self.batch.batch
+        batch.token[row], batch.pos[row], batch.logits[row] = token, pos, logits
+        batch.seq_id[row][0], batch.n_seq_id[row] = seq_id, 1
+
     def decode(self) -> int:
         """llama_decode of the batch: 0 done, 1 no room in the KV cache, 2 aborted."""
         import llama_cpp
@@ -462,9 +464,10 @@ class Engine:
         llama_cpp.llama_memory_clear(self.memory, True)
 
     def is_end(self, token: int) -> bool:
+        """An end-of-generation token (EOS among them: llama.cpp counts it as one)."""
         import llama_cpp
 
-        return token in self.stop_token_ids or llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
+        return llama_cpp.llama_vocab_is_eog(self.model.vocab, token)
 
     def piece(self, token: int) -> bytes:
         """The token's text as bytes (a multi-byte character may span tokens). llama.cpp's

@@ -34,7 +34,6 @@ from pathlib import Path
 
 from .. import catalog
 from ..config import Settings
-from ..pull import SIDECAR
 from .embedding_model import shipped_gguf
 from .engine import Embedder, Engine, ModelFileError, default_model_path, model_name_from_path
 from .errors import ApiError
@@ -65,13 +64,13 @@ def not_downloaded_message(entry: catalog.Entry, models_dir: Path | None) -> str
     )
 
 
-PULL_RECORD = SIDECAR  # the record `pull` writes beside a verified file: its size and hash
+PULL_RECORD = catalog.PULL_RECORD  # the record `pull` writes beside a verified file
 
 
 def incomplete(path: Path) -> str | None:
     """Why a GGUF in the models dir is not a complete model file, or None if it is."""
     size = path.stat().st_size
-    record = path.with_name(path.name + PULL_RECORD)
+    record = catalog.pull_record(path)
     expected = None
     if record.is_file():
         try:
@@ -241,7 +240,7 @@ class ModelRegistry:
     def activate(self, choice: ModelChoice | None = None) -> Engine:
         """The loaded Engine for `choice`, loading it (and unloading another) if needed."""
         choice = choice or self.default
-        if self.engine is not None and Path(self.engine.path) == choice.path:
+        if self.loaded(choice) is not None:
             return self.engine
         if self.engine is not None:
             log.info("unloading %s to load %s", self.engine.name, choice.name)
