@@ -16,16 +16,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_quick_benchmark_runs_and_writes_results(tmp_path):
+def run_benchmark(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run benchmarks/SCRIPT with ARGS from the repository root; it must exit 0."""
     proc = subprocess.run(
-        [sys.executable, "benchmarks/bench_server.py", "--quick", "--out", str(tmp_path)],
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_and_writes_results(tmp_path):
+    proc = run_benchmark("bench_server.py", "--quick", "--out", str(tmp_path), timeout=900)
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"meta", "single", "concurrency", "cold_start", "table", "targets"} <= results.keys()
@@ -48,14 +54,7 @@ def test_quick_benchmark_runs_and_writes_results(tmp_path):
 
 def test_cold_start_benchmark_runs_and_breaks_our_start_down(tmp_path):
     out = tmp_path / "cold.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/bench_cold_start.py", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_benchmark("bench_cold_start.py", "--quick", "--json", str(out), timeout=300)
 
     results = json.loads(out.read_text())
     assert results["meta"]["runs"] == 1 and results["meta"]["n_ctx"] == 4096
@@ -83,14 +82,7 @@ def test_cold_start_benchmark_runs_and_breaks_our_start_down(tmp_path):
 
 @pytest.mark.slow
 def test_tool_calling_benchmark_runs_and_scores_both_ways(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/bench_tools.py", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_benchmark("bench_tools.py", "--quick", "--out", str(tmp_path), timeout=600)
     results = json.loads((tmp_path / "tools.json").read_text())
     assert results["prompts"] == 3 and set(results["totals"]) == {"before", "after"}
     assert results["totals"]["after"]["valid"] == 3  # the grammar: every call validates
@@ -99,14 +91,7 @@ def test_tool_calling_benchmark_runs_and_scores_both_ways(tmp_path):
 
 @pytest.mark.slow
 def test_retrieval_benchmark_runs_and_the_served_embedder_leads(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/bench_retrieval.py", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_benchmark("bench_retrieval.py", "--out", str(tmp_path), timeout=600)
     results = json.loads((tmp_path / "retrieval.json").read_text())
     served, chat = results["all-MiniLM-L6-v2 (mean), served"], results["SmolLM2-135M (last token)"]
     for name in ("toy set (10)", "lesson passages (20)"):

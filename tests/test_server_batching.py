@@ -10,17 +10,13 @@ the real clients and a real server.
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
+from batching_jobs import STORY, submit, until, wait
 
-from phihelpers.server.batching import Job, Scheduler, StopText, common_prefix
-from phihelpers.server.engine import Engine, GenerationParams, PromptError, schema_to_grammar
+from phihelpers.server.batching import Scheduler, StopText, common_prefix
+from phihelpers.server.engine import Engine, PromptError, schema_to_grammar
 from phihelpers.server.models import ModelRegistry
-
-STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
-TIMEOUT = 120  # seconds: a bound for a hang, not a speed figure
 
 
 @pytest.fixture(scope="module")
@@ -33,40 +29,6 @@ def scheduler(engine):
     sched = Scheduler(ModelRegistry.for_engine(engine))
     yield sched
     sched.close()
-
-
-class Collected:
-    """A job's events, as bridge.Run would receive them."""
-
-    def __init__(self):
-        self.events: list[tuple[float, str, object]] = []
-        self.done = threading.Event()
-
-    def post(self, kind: str, value) -> None:
-        self.events.append((time.monotonic(), kind, value))
-        if kind in ("end", "error"):
-            self.done.set()
-
-    def kinds(self) -> list[str]:
-        return [k for _, k, _ in self.events]
-
-    def text(self) -> str:
-        return "".join(v for _, k, v in self.events if k == "piece")
-
-    def when(self, kind: str) -> float:
-        return next(t for t, k, _ in self.events if k == kind)
-
-
-def submit(scheduler, messages=STORY, **params) -> tuple[Job, Collected]:
-    got = Collected()
-    job = Job(messages, GenerationParams(**params), post=got.post)
-    scheduler.submit(job)
-    return job, got
-
-
-def wait(*collected: Collected) -> None:
-    for got in collected:
-        assert got.done.wait(TIMEOUT), f"no end after {TIMEOUT} s: {got.kinds()[-5:]}"
 
 
 # -- text and prefixes ------------------------------------------------------------------------
@@ -116,8 +78,7 @@ def test_jobs_decode_together_each_to_its_own_max_tokens(scheduler):
 
 def test_a_newcomer_joins_at_the_next_token_instead_of_waiting(scheduler):
     long_job, long_got = submit(scheduler, temperature=0.0, max_tokens=200)
-    while "piece" not in long_got.kinds():
-        time.sleep(0.01)
+    until(lambda: "piece" in long_got.kinds(), "the long answer")
     _, short_got = submit(scheduler, temperature=0.0, max_tokens=4)
     wait(short_got, long_got)
     assert short_got.when("end") < long_got.when("end")
@@ -183,13 +144,11 @@ def test_the_same_seed_gives_the_same_answer_in_the_same_conditions(engine):
 def test_a_cancelled_job_ends_alone_and_frees_its_slot(scheduler):
     flags = {"cancel": False}
     keep1, got1 = submit(scheduler, temperature=0.0, max_tokens=40)
-    got_gone = Collected()
-    gone = Job(STORY, GenerationParams(temperature=0.0, max_tokens=400), post=got_gone.post)
-    gone.cancelled = lambda: flags["cancel"]
-    scheduler.submit(gone)
+    gone, got_gone = submit(
+        scheduler, cancelled=lambda: flags["cancel"], temperature=0.0, max_tokens=400
+    )
     keep2, got2 = submit(scheduler, temperature=0.0, max_tokens=40)
-    while got_gone.kinds().count("piece") < 2:
-        time.sleep(0.01)
+    until(lambda: got_gone.kinds().count("piece") >= 2, "two pieces of the answer to cancel")
     flags["cancel"] = True
     wait(got_gone, got1, got2)
     assert gone.usage.completion_tokens < 400
@@ -201,8 +160,7 @@ def test_a_cancelled_job_ends_alone_and_frees_its_slot(scheduler):
 
 def test_a_prompt_that_cannot_fit_is_refused_without_taking_a_slot(scheduler, engine):
     running, got_running = submit(scheduler, temperature=0.0, max_tokens=60)
-    while "piece" not in got_running.kinds():
-        time.sleep(0.01)
+    until(lambda: "piece" in got_running.kinds(), "the running answer")
     words = [{"role": "user", "content": "lighthouse " * (engine.n_ctx + 10)}]
     _, got_long = submit(scheduler, words, max_tokens=4)
     wait(got_long)
@@ -263,8 +221,7 @@ def test_a_system_prompt_read_once_serves_every_slot(scheduler):
     slot, finds that prompt in the cache (its cells shared, not read again)."""
     system = {"role": "system", "content": "You are a lighthouse keeper. " * 20}
     first, got1 = submit(scheduler, [system, STORY[0]], temperature=0.0, max_tokens=80)
-    while "piece" not in got1.kinds():
-        time.sleep(0.01)
+    until(lambda: "piece" in got1.kinds(), "the first answer")
     other = {"role": "user", "content": "Describe the sea at night."}
     second, got2 = submit(scheduler, [system, other], temperature=0.0, max_tokens=8)
     wait(got1, got2)

@@ -8,64 +8,19 @@ compared with expected text (except one answer with another, under the same seed
 from __future__ import annotations
 
 import gc
-import threading
 import time
 import weakref
 
 import pytest
+from batching_jobs import STORY, submit, until, wait
 
 from phihelpers.config import DEFAULT_N_CTX
-from phihelpers.server.batching import Job, Scheduler
-from phihelpers.server.engine import Engine, GenerationParams, default_model_path
+from phihelpers.server.batching import Scheduler
+from phihelpers.server.engine import Engine, default_model_path
 from phihelpers.server.models import ModelChoice, ModelRegistry
 from phihelpers.server.settings import ServeSettings
 
-STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 OTHER = [{"role": "user", "content": "List three colours."}]
-TIMEOUT = 120  # seconds: a bound for a hang, not a speed figure
-
-
-class Collected:
-    """A job's events, as bridge.Run would receive them."""
-
-    def __init__(self):
-        self.events: list[tuple[float, str, object]] = []
-        self.done = threading.Event()
-
-    def post(self, kind: str, value) -> None:
-        self.events.append((time.monotonic(), kind, value))
-        if kind in ("end", "error"):
-            self.done.set()
-
-    def kinds(self) -> list[str]:
-        return [k for _, k, _ in self.events]
-
-    def text(self) -> str:
-        return "".join(v for _, k, v in self.events if k == "piece")
-
-    def when(self, kind: str) -> float:
-        return next(t for t, k, _ in self.events if k == kind)
-
-
-def submit(scheduler, messages=STORY, cancelled=None, choice=None, **params):
-    got = Collected()
-    job = Job(messages, GenerationParams(**params), post=got.post, choice=choice)
-    if cancelled is not None:
-        job.cancelled = cancelled
-    scheduler.submit(job)
-    return job, got
-
-
-def wait(*collected: Collected) -> None:
-    for got in collected:
-        assert got.done.wait(TIMEOUT), f"no end after {TIMEOUT} s: {got.kinds()[-5:]}"
-
-
-def until(condition, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 # -- prefix reuse -------------------------------------------------------------------------------
